@@ -1,0 +1,36 @@
+# Shared helpers of the rules: config look-ups and target lists. No analysis logic here.
+import json
+from pathlib import Path
+
+CORPORA = config["corpora"]
+ANALYSIS_CORPUS = config["analysis_corpus"]
+SPLITS = config["splits"]
+SEED = config.get("seed", 0)
+
+if ANALYSIS_CORPUS not in CORPORA:
+    raise ValueError(
+        f"config key analysis_corpus: {ANALYSIS_CORPUS!r} is not one of corpora: {sorted(CORPORA)}; "
+        "add it under corpora: or pick an existing name"
+    )
+
+
+def corpora_of_source(source):
+    return [name for name, spec in CORPORA.items() if spec["source"] == source]
+
+
+def one_of(names):
+    """A wildcard regex matching exactly these names (or nothing)."""
+    return "|".join(map(re.escape, names)) if names else "(?!x)x"
+
+
+def corpus_params(wildcards):
+    return CORPORA[wildcards.corpus]
+
+
+def all_targets():
+    corpus = ANALYSIS_CORPUS
+    targets = expand("results/{corpus}/labels/{split}.parquet", corpus=corpus, split=SPLITS)
+    targets += expand("results/{corpus}/pitch/{split}.parquet", corpus=corpus, split=SPLITS)
+    targets.append(f"results/{corpus}/s3prl/converted_aligned_phones.txt")
+    targets.append(f"results/{corpus}/labels/summary.json")
+    return targets
