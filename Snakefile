@@ -3,7 +3,11 @@ from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
-configfile: "config.yaml"
+if not config:
+    raise WorkflowError(
+        "no configuration: pass --configfile config.yaml (the embedded default) or your own; "
+        "`make reproduce` and --profile profiles/default do this for you"
+    )
 validate(config, "config.schema.yaml")
 
 include: "rules/common.smk"

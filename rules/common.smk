@@ -1,5 +1,6 @@
 # Shared helpers of the rules: config look-ups and target lists. No analysis logic here.
 import json
+import re
 from pathlib import Path
 
 CORPORA = config["corpora"]
@@ -34,3 +35,8 @@ def all_targets():
     targets.append(f"results/{corpus}/s3prl/converted_aligned_phones.txt")
     targets.append(f"results/{corpus}/labels/summary.json")
     return targets
+
+
+wildcard_constraints:
+    corpus=one_of(list(CORPORA)),
+    split=one_of(SPLITS),
