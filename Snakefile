@@ -12,6 +12,8 @@ validate(config, "config.schema.yaml")
 
 include: "rules/common.smk"
 include: "rules/corpus.smk"
+include: "rules/upstream.smk"
+include: "rules/activations.smk"
 
 
 rule all:

@@ -7,6 +7,8 @@ CORPORA = config["corpora"]
 ANALYSIS_CORPUS = config["analysis_corpus"]
 SPLITS = config["splits"]
 SEED = config.get("seed", 0)
+DEVICE = config.get("device", "cpu")
+GPUS = 1 if DEVICE == "cuda" else 0
 
 if ANALYSIS_CORPUS not in CORPORA:
     raise ValueError(
@@ -34,6 +36,10 @@ def all_targets():
     targets += expand("results/{corpus}/pitch/{split}.parquet", corpus=corpus, split=SPLITS)
     targets.append(f"results/{corpus}/s3prl/converted_aligned_phones.txt")
     targets.append(f"results/{corpus}/labels/summary.json")
+    for upstream in ANALYSIS_UPSTREAMS:
+        if UPSTREAMS[upstream]["source"] in ("pretrain", "finetune"):
+            targets.append(f"results/upstreams/{upstream}/training_curve.png")
+        targets += [cache_dir(upstream, split) for split in CACHE_SPLITS]
     return targets
 
 

@@ -1,0 +1,33 @@
+# Activation cache: one pass of an upstream over a corpus split (docs/formats.md).
+
+CACHE = config.get("cache", {})
+CACHE_SPLITS = CACHE.get("splits", SPLITS)
+
+
+def cache_dir(upstream, split, corpus=None):
+    return f"results/{upstream}/{corpus or ANALYSIS_CORPUS}/cache/{split}"
+
+
+rule cache_activations:
+    input:
+        unpack(upstream_inputs),
+        corpus="resources/corpora/{corpus}",
+        labels="results/{corpus}/labels/{split}.parquet",
+    output:
+        directory("results/{upstream}/{corpus}/cache/{split}"),
+    params:
+        split_dir=lambda wc: split_dir(wc.corpus, wc.split),
+        attention_utterances=CACHE.get("attention_utterances", 16),
+        seed=SEED,
+        device=DEVICE,
+    log:
+        "results/logs/cache_activations/{upstream}/{corpus}/{split}.log",
+    benchmark:
+        "results/benchmarks/cache_activations/{upstream}/{corpus}/{split}.tsv"
+    threads: 2
+    resources:
+        mem_mb=6000,
+        runtime=120,
+        gpus=GPUS,
+    script:
+        "../workflow_scripts/cache_activations.py"

@@ -1,0 +1,25 @@
+"""Rule finetune_upstream: whole-model frame phone classification fine-tuning of a pretrained upstream."""
+import json
+
+from speechdissect.labels import audio_path, read_label_table, write_text_atomic
+from speechdissect.logs import setup_logging
+from speechdissect.phones import phone_id_table
+from speechdissect.upstreams.finetune import finetune_hubert
+from speechdissect.upstreams.registry import checkpoint_entry
+
+log = setup_logging(snakemake.log[0])
+spec = snakemake.params.spec
+ids = {phone: i for i, phone, _ in phone_id_table()}
+labels = read_label_table(snakemake.input.labels)
+utts, wavs, targets = [], [], []
+for utt, group in labels.groupby("utterance", sort=False):
+    utts.append(utt)
+    wavs.append(str(audio_path(snakemake.input.corpus, snakemake.params.split_dir, utt)))
+    targets.append(group["phone"].map(ids).to_numpy())
+result = finetune_hubert(snakemake.input.base_ckpt, snakemake.output.ckpt, wavs, targets, n_classes=len(ids),
+                         config=spec.get("train", {}), seed=snakemake.params.seed, device=snakemake.params.device)
+log.info("%s fine-tuned: start %s end %s", snakemake.wildcards.upstream, result.get("start"), result.get("end"))
+write_text_atomic(snakemake.output.log_json, json.dumps(result, indent=1, default=str))
+write_text_atomic(snakemake.output.spec, json.dumps(
+    {"upstream": snakemake.wildcards.upstream, "entry": checkpoint_entry(snakemake.output.ckpt),
+     "ckpt": snakemake.output.ckpt, "family": "hubert", "base": spec["base"]}, indent=2))
