@@ -23,9 +23,11 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 reproduce: install
-	$(SNAKEMAKE) --profile profiles/default --configfile $(CONFIG) --cores $(CORES)
-	$(SNAKEMAKE) --profile profiles/default --configfile $(CONFIG) --report results/report.html
-	$(PY) scripts/collect_benchmarks.py results/benchmarks results/bench/reproduce.json
+	@start=$$(date +%s.%N); \
+	$(SNAKEMAKE) --profile profiles/default --configfile $(CONFIG) --cores $(CORES) && \
+	$(SNAKEMAKE) --profile profiles/default --configfile $(CONFIG) --report results/report.html && \
+	end=$$(date +%s.%N) && \
+	$(PY) scripts/collect_benchmarks.py results/benchmarks results/bench/reproduce.json --wall $$(python3 -c "print($$end - $$start)")
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
