@@ -14,6 +14,7 @@ include: "rules/common.smk"
 include: "rules/corpus.smk"
 include: "rules/upstream.smk"
 include: "rules/activations.smk"
+include: "rules/convexity.smk"
 
 
 rule all:

@@ -40,6 +40,7 @@ def all_targets():
         if UPSTREAMS[upstream]["source"] in ("pretrain", "finetune"):
             targets.append(f"results/upstreams/{upstream}/training_curve.png")
         targets += [cache_dir(upstream, split) for split in CACHE_SPLITS]
+    targets += convexity_targets()
     return targets
 
 

@@ -1,0 +1,53 @@
+# Convexity study: graph convexity of phone / word / speaker regions in every layer.
+
+CONVEXITY = config.get("convexity", {})
+
+
+rule layer_convexity:
+    input:
+        cache=lambda wc: cache_dir(wc.upstream, CONVEXITY.get("split", "test"), wc.corpus),
+        labels=lambda wc: f"results/{wc.corpus}/labels/{CONVEXITY.get('split', 'test')}.parquet",
+    output:
+        scores="results/{upstream}/{corpus}/convexity/scores.tsv",
+        summary=report("results/{upstream}/{corpus}/convexity/summary.tsv", caption="../report/convexity_summary.rst", category="Convexity", subcategory="{upstream}"),
+        best="results/{upstream}/{corpus}/convexity/best_layers.json",
+    params:
+        settings=CONVEXITY,
+        seed=SEED,
+    log:
+        "results/logs/layer_convexity/{upstream}/{corpus}.log",
+    benchmark:
+        "results/benchmarks/layer_convexity/{upstream}/{corpus}.tsv"
+    threads: 2
+    resources:
+        mem_mb=6000,
+        runtime=60,
+    script:
+        "../workflow_scripts/layer_convexity.py"
+
+
+rule convexity_figure:
+    input:
+        summaries=expand("results/{upstream}/{{corpus}}/convexity/summary.tsv", upstream=ANALYSIS_UPSTREAMS),
+    output:
+        png=report("results/convexity/{corpus}/convexity_layers.png", caption="../report/convexity_layers.rst", category="Convexity"),
+        svg="results/convexity/{corpus}/convexity_layers.svg",
+    params:
+        upstreams=ANALYSIS_UPSTREAMS,
+        finetuned={name: spec["base"] for name, spec in UPSTREAMS.items() if spec["source"] == "finetune"},
+    log:
+        "results/logs/convexity_figure/{corpus}.log",
+    benchmark:
+        "results/benchmarks/convexity_figure/{corpus}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../workflow_scripts/convexity_figure.py"
+
+
+def convexity_targets():
+    targets = [f"results/convexity/{ANALYSIS_CORPUS}/convexity_layers.png"]
+    targets += [f"results/{u}/{ANALYSIS_CORPUS}/convexity/best_layers.json" for u in ANALYSIS_UPSTREAMS]
+    return targets
