@@ -15,6 +15,7 @@ include: "rules/corpus.smk"
 include: "rules/upstream.smk"
 include: "rules/activations.smk"
 include: "rules/convexity.smk"
+include: "rules/neurons.smk"
 
 
 rule all:

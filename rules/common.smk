@@ -41,6 +41,7 @@ def all_targets():
             targets.append(f"results/upstreams/{upstream}/training_curve.png")
         targets += [cache_dir(upstream, split) for split in CACHE_SPLITS]
     targets += convexity_targets()
+    targets += neuron_targets()
     return targets
 
 

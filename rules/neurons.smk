@@ -1,0 +1,238 @@
+# Neuron stage: property neurons of FFN layers (Lin et al., 2024), speechdissect/neurons/.
+# Settings under `neurons:` in config (docs/neurons_config.md); every key has a default,
+# so the stage also runs on a config without the section.
+
+NEURONS = config.get("neurons", {})
+NEURON_SPLIT = NEURONS.get("split", "test")
+NEURON_CONDITIONS = ["phone", "phone_gender", "phone_pitch"]
+NEURON_PROPERTIES = NEURONS.get("properties", ["phone_type", "gender", "pitch"])
+NEURON_GEOMETRY = NEURONS.get("geometry", {})
+NEURON_FIGURES = NEURONS.get("figures", {})
+NEURON_MASKS = NEURONS.get("masks", {})
+NEURON_PRUNE_METHODS = NEURON_MASKS.get("methods", ["norm", "protected_norm", "random"])
+NEURON_SPARSITIES = [float(s) for s in NEURON_MASKS.get("sparsities", [0.1, 0.2, 0.3, 0.4, 0.5])]
+NEURON_REMOVE = NEURON_MASKS.get("remove", list(NEURON_PROPERTIES))
+NEURON_PROTECT = NEURON_MASKS.get("protect", list(NEURON_PROPERTIES))
+
+for _entry in [*NEURON_REMOVE, *NEURON_PROTECT]:
+    if _entry.split(":")[0] not in NEURON_PROPERTIES:
+        raise ValueError(f"config key neurons.masks.remove/protect: {_entry!r} names no property of "
+                         f"neurons.properties {NEURON_PROPERTIES}; use a property or property:group")
+for _s in NEURON_SPARSITIES:
+    if not 0.0 < _s < 1.0:
+        raise ValueError(f"config key neurons.masks.sparsities: {_s} is not in (0, 1)")
+
+
+def neuron_dir(upstream, corpus=None):
+    return f"results/{upstream}/{corpus or ANALYSIS_CORPUS}/neurons"
+
+
+def sparsity_tag(s):
+    """File-name form of a sparsity: 0.1 -> '0.1', 0.25 -> '0.25'."""
+    return f"{float(s):g}"
+
+
+def removal_method(entry):
+    """Mask name of a removal entry: 'gender' -> 'remove_gender', 'gender:F' -> 'remove_gender-F'."""
+    prop, _, group = entry.partition(":")
+    return f"remove_{prop}" + (f"-{group}" if group else "")
+
+
+def neuron_mask_names():
+    """Names (file stems) of every mask the neuron_masks rule writes."""
+    names = [removal_method(e) for e in NEURON_REMOVE]
+    names += [f"{m}_{sparsity_tag(s)}" for m in NEURON_PRUNE_METHODS for s in NEURON_SPARSITIES]
+    return names
+
+
+def neuron_targets():
+    """Final outputs of the neuron stage for every analysis upstream on the analysis corpus."""
+    targets = []
+    for upstream in ANALYSIS_UPSTREAMS:
+        d = neuron_dir(upstream)
+        targets += [
+            f"{d}/property_neurons.json",
+            f"{d}/counts.tsv",
+            f"{d}/overlaps.tsv",
+            f"{d}/geometry.tsv",
+            f"{d}/mds_coords.tsv",
+            f"{d}/probabilities/stats.tsv",
+            f"{d}/figures/sorted_probabilities.png",
+            f"{d}/figures/counts.png",
+            f"{d}/figures/silhouette.png",
+            f"{d}/masks/masks.tsv",
+        ]
+        targets += expand("{d}/figures/mds_{prop}.png", d=d, prop=NEURON_PROPERTIES)
+    return targets
+
+
+rule neuron_probabilities:
+    input:
+        cache=lambda wc: cache_dir(wc.upstream, NEURON_SPLIT, wc.corpus),
+        labels=f"results/{{corpus}}/labels/{NEURON_SPLIT}.parquet",
+        pitch=f"results/{{corpus}}/pitch/{NEURON_SPLIT}.parquet",
+    output:
+        probs=expand("results/{{upstream}}/{{corpus}}/neurons/probabilities/{condition}.npy", condition=NEURON_CONDITIONS),
+        index=expand("results/{{upstream}}/{{corpus}}/neurons/probabilities/{condition}.tsv", condition=NEURON_CONDITIONS),
+        stats="results/{upstream}/{corpus}/neurons/probabilities/stats.tsv",
+        sample="results/{upstream}/{corpus}/neurons/probabilities/sample.tsv",
+        meta="results/{upstream}/{corpus}/neurons/probabilities/meta.json",
+    wildcard_constraints:
+        upstream=one_of(list(UPSTREAMS)),
+    params:
+        split=NEURON_SPLIT,
+        conditions=NEURON_CONDITIONS,
+        fraction=NEURONS.get("active_fraction", 0.01),
+        pitch_column=NEURONS.get("pitch_column", "pitch_group"),
+        min_count=NEURONS.get("min_count", 1),
+        chunk_size=NEURONS.get("chunk_size", 1024),
+    log:
+        "results/logs/neuron_probabilities/{upstream}/{corpus}.log",
+    benchmark:
+        "results/benchmarks/neuron_probabilities/{upstream}/{corpus}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    script:
+        "../workflow_scripts/neuron_probabilities.py"
+
+
+rule property_neurons:
+    input:
+        probs=expand("results/{{upstream}}/{{corpus}}/neurons/probabilities/{condition}.npy", condition=NEURON_CONDITIONS),
+        index=expand("results/{{upstream}}/{{corpus}}/neurons/probabilities/{condition}.tsv", condition=NEURON_CONDITIONS),
+        meta="results/{upstream}/{corpus}/neurons/probabilities/meta.json",
+    output:
+        json="results/{upstream}/{corpus}/neurons/property_neurons.json",
+        counts=report("results/{upstream}/{corpus}/neurons/counts.tsv", caption="../report/neuron_counts_table.rst", category="Neurons", subcategory="{upstream}"),
+        overlaps="results/{upstream}/{corpus}/neurons/overlaps.tsv",
+        neurons="results/{upstream}/{corpus}/neurons/neurons.tsv",
+    wildcard_constraints:
+        upstream=one_of(list(UPSTREAMS)),
+    params:
+        conditions=NEURON_CONDITIONS,
+        properties=NEURON_PROPERTIES,
+        sigma=NEURONS.get("sigma", 0.8),
+    log:
+        "results/logs/property_neurons/{upstream}/{corpus}.log",
+    benchmark:
+        "results/benchmarks/property_neurons/{upstream}/{corpus}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../workflow_scripts/neuron_property.py"
+
+
+rule neuron_geometry:
+    input:
+        probs=expand("results/{{upstream}}/{{corpus}}/neurons/probabilities/{condition}.npy", condition=NEURON_CONDITIONS),
+        index=expand("results/{{upstream}}/{{corpus}}/neurons/probabilities/{condition}.tsv", condition=NEURON_CONDITIONS),
+        json="results/{upstream}/{corpus}/neurons/property_neurons.json",
+    output:
+        geometry=report("results/{upstream}/{corpus}/neurons/geometry.tsv", caption="../report/neuron_geometry_table.rst", category="Neurons", subcategory="{upstream}"),
+        coords="results/{upstream}/{corpus}/neurons/mds_coords.tsv",
+    wildcard_constraints:
+        upstream=one_of(list(UPSTREAMS)),
+    params:
+        conditions=NEURON_CONDITIONS,
+        properties=NEURON_PROPERTIES,
+        neuron_sets=NEURON_GEOMETRY.get("neuron_sets", ["all", "property"]),
+        n_init=NEURON_GEOMETRY.get("n_init", 4),
+        max_iter=NEURON_GEOMETRY.get("max_iter", 300),
+        seed=SEED,
+    log:
+        "results/logs/neuron_geometry/{upstream}/{corpus}.log",
+    benchmark:
+        "results/benchmarks/neuron_geometry/{upstream}/{corpus}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    script:
+        "../workflow_scripts/neuron_geometry.py"
+
+
+rule neuron_figures:
+    input:
+        probs="results/{upstream}/{corpus}/neurons/probabilities/phone.npy",
+        index="results/{upstream}/{corpus}/neurons/probabilities/phone.tsv",
+        meta="results/{upstream}/{corpus}/neurons/probabilities/meta.json",
+        counts="results/{upstream}/{corpus}/neurons/counts.tsv",
+        geometry="results/{upstream}/{corpus}/neurons/geometry.tsv",
+    output:
+        sorted_png=report("results/{upstream}/{corpus}/neurons/figures/sorted_probabilities.png", caption="../report/neuron_sorted_probabilities.rst", category="Neurons", subcategory="{upstream}"),
+        sorted_svg="results/{upstream}/{corpus}/neurons/figures/sorted_probabilities.svg",
+        counts_png=report("results/{upstream}/{corpus}/neurons/figures/counts.png", caption="../report/neuron_counts.rst", category="Neurons", subcategory="{upstream}"),
+        counts_svg="results/{upstream}/{corpus}/neurons/figures/counts.svg",
+        silhouette_png=report("results/{upstream}/{corpus}/neurons/figures/silhouette.png", caption="../report/neuron_silhouette.rst", category="Neurons", subcategory="{upstream}"),
+        silhouette_svg="results/{upstream}/{corpus}/neurons/figures/silhouette.svg",
+    wildcard_constraints:
+        upstream=one_of(list(UPSTREAMS)),
+    params:
+        phone=NEURON_FIGURES.get("phone", "AH"),
+    log:
+        "results/logs/neuron_figures/{upstream}/{corpus}.log",
+    benchmark:
+        "results/benchmarks/neuron_figures/{upstream}/{corpus}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../workflow_scripts/neuron_figures.py"
+
+
+rule neuron_mds_figure:
+    input:
+        coords="results/{upstream}/{corpus}/neurons/mds_coords.tsv",
+        geometry="results/{upstream}/{corpus}/neurons/geometry.tsv",
+    output:
+        png=report("results/{upstream}/{corpus}/neurons/figures/mds_{property}.png", caption="../report/neuron_mds.rst", category="Neurons", subcategory="{upstream}"),
+        svg="results/{upstream}/{corpus}/neurons/figures/mds_{property}.svg",
+    wildcard_constraints:
+        upstream=one_of(list(UPSTREAMS)),
+        property=one_of(NEURON_PROPERTIES),
+    params:
+        neuron_set=NEURON_FIGURES.get("mds_neuron_set", "all"),
+    log:
+        "results/logs/neuron_mds_figure/{upstream}/{corpus}/{property}.log",
+    benchmark:
+        "results/benchmarks/neuron_mds_figure/{upstream}/{corpus}/{property}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../workflow_scripts/neuron_mds_figure.py"
+
+
+rule neuron_masks:
+    input:
+        unpack(upstream_inputs),
+        json="results/{upstream}/{corpus}/neurons/property_neurons.json",
+    output:
+        masks=expand("results/{{upstream}}/{{corpus}}/neurons/masks/{name}.json", name=neuron_mask_names()),
+        table="results/{upstream}/{corpus}/neurons/masks/masks.tsv",
+    wildcard_constraints:
+        upstream=one_of(list(UPSTREAMS)),
+    params:
+        names=neuron_mask_names(),
+        removals={removal_method(e): e for e in NEURON_REMOVE},
+        prune=[{"method": m, "sparsity": s, "name": f"{m}_{sparsity_tag(s)}"} for m in NEURON_PRUNE_METHODS for s in NEURON_SPARSITIES],
+        protect=NEURON_PROTECT,
+        criterion=NEURON_MASKS.get("criterion", "group"),
+        strict=NEURON_MASKS.get("strict", False),
+        seed=SEED,
+    log:
+        "results/logs/neuron_masks/{upstream}/{corpus}.log",
+    benchmark:
+        "results/benchmarks/neuron_masks/{upstream}/{corpus}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    script:
+        "../workflow_scripts/neuron_masks.py"
