@@ -1,0 +1,166 @@
+"""Seeds -> mean and 95 % confidence interval per (upstream, variant, task); tables and a figure."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+GROUP = ("upstream", "variant", "task")
+EXTRA_MEANS = ("wall_seconds", "cpu_seconds", "train_seconds", "trainable_params", "upstream_params", "upstream_latency_ms")
+
+
+def mean_ci(values: Sequence[float], confidence: float = 0.95) -> dict:
+    """Mean and two-sided t-distribution confidence interval of independent runs.
+
+    Returns ``n``, ``mean``, ``std`` (ddof=1), ``sem``, ``ci_low``, ``ci_high``, ``ci_half``. With one
+    value the interval is undefined (NaN); non-finite values are dropped.
+    """
+    from scipy import stats
+
+    x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    n = len(x)
+    if n == 0:
+        nan = float("nan")
+        return {"n": 0, "mean": nan, "std": nan, "sem": nan, "ci_low": nan, "ci_high": nan, "ci_half": nan}
+    mean = float(x.mean())
+    if n == 1:
+        nan = float("nan")
+        return {"n": 1, "mean": mean, "std": nan, "sem": nan, "ci_low": nan, "ci_high": nan, "ci_half": nan}
+    std = float(x.std(ddof=1))
+    sem = std / math.sqrt(n)
+    half = float(stats.t.ppf(0.5 + confidence / 2, df=n - 1) * sem)
+    return {"n": n, "mean": mean, "std": std, "sem": sem, "ci_low": mean - half, "ci_high": mean + half, "ci_half": half}
+
+
+def load_results(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
+    """One row per result JSON written by :func:`speechdissect.downstream.runner.run_task`."""
+    rows = []
+    for p in paths:
+        with open(p) as fh:
+            row = json.load(fh)
+        row.pop("history", None)
+        row.pop("upstream_latency_runs_ms", None)
+        row["result_path"] = str(p)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def aggregate(results: pd.DataFrame | Sequence[Mapping], confidence: float = 0.95, value: str = "score") -> pd.DataFrame:
+    """Mean and CI of ``value`` over seeds per (upstream, variant, task).
+
+    Columns: upstream, variant, task, metric, higher_is_better, n, mean, std, sem, ci_low, ci_high,
+    ci_half, seeds, and the mean of the cost columns present (wall_seconds, trainable_params,
+    upstream_params, upstream_latency_ms, ...).
+    """
+    df = results if isinstance(results, pd.DataFrame) else pd.DataFrame(list(results))
+    missing = [c for c in (*GROUP, value) if c not in df.columns]
+    if missing:
+        raise ValueError(f"results lack columns {missing}")
+    rows = []
+    for key, part in df.groupby(list(GROUP), sort=True, dropna=False):
+        row = dict(zip(GROUP, key))
+        row["metric"] = part["metric"].iloc[0] if "metric" in part else value
+        if "higher_is_better" in part:
+            row["higher_is_better"] = bool(part["higher_is_better"].iloc[0])
+        row.update(mean_ci(part[value].astype(float).tolist(), confidence))
+        row["seeds"] = ",".join(str(s) for s in sorted(part["seed"].tolist())) if "seed" in part else ""
+        for col in EXTRA_MEANS:
+            if col in part and part[col].notna().any():
+                row[col] = float(part[col].astype(float).mean())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _write_tsv_atomic(df: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        df.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_task_tables(summary: pd.DataFrame, out_dir: str | os.PathLike) -> dict[str, Path]:
+    """One TSV per task, ``out_dir/{task}.tsv``, written atomically; returns task -> path."""
+    out_dir = Path(out_dir)
+    paths = {}
+    for task, part in summary.groupby("task", sort=True):
+        path = out_dir / f"{task}.tsv"
+        _write_tsv_atomic(part.sort_values(["upstream", "variant"]).reset_index(drop=True), path)
+        paths[task] = path
+    return paths
+
+
+def summarize(result_paths: Iterable[str | os.PathLike], out_dir: str | os.PathLike, confidence: float = 0.95) -> dict[str, Path]:
+    """Result JSONs -> one TSV per task (``out_dir/{task}.tsv``)."""
+    return write_task_tables(aggregate(load_results(result_paths), confidence), out_dir)
+
+
+def plot_scores(summary: pd.DataFrame, out_path: str | os.PathLike, title: str | None = None) -> list[Path]:
+    """Bar chart of mean test score with CI error bars: one panel per task, bars per variant (``original``
+    first), hue upstream.
+
+    Writes ``out_path`` with suffixes ``.png`` and ``.svg``; returns both paths.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    tasks = sorted(summary["task"].unique())
+    upstreams = sorted(summary["upstream"].unique())
+    seen = list(dict.fromkeys(summary["variant"]))
+    variants = [v for v in ("original",) if v in seen] + [v for v in seen if v != "original"]
+    palette = dict(zip(upstreams, sns.color_palette("colorblind", len(upstreams))))
+    panel_width = max(3.2, 1.2 + 0.55 * len(variants) * max(1, len(upstreams) / 2))
+    with sns.axes_style("whitegrid"):
+        fig, axes = plt.subplots(1, len(tasks), figsize=(panel_width * len(tasks), 3.6), squeeze=False)
+    width = 0.8 / len(upstreams)
+    for ax, task in zip(axes[0], tasks):
+        part = summary[summary["task"] == task]
+        for j, up in enumerate(upstreams):
+            for i, var in enumerate(variants):
+                row = part[(part["upstream"] == up) & (part["variant"] == var)]
+                if row.empty:
+                    continue
+                x = i - 0.4 + width * (j + 0.5)
+                mean, half = float(row["mean"].iloc[0]), float(row["ci_half"].iloc[0])
+                ax.bar(x, mean, width=width * 0.95, color=palette[up], label=up if up not in ax.get_legend_handles_labels()[1] else None)
+                if np.isfinite(half):
+                    ax.errorbar(x, mean, yerr=half, fmt="none", ecolor="black", capsize=3, lw=1)
+        metric = part["metric"].iloc[0] if "metric" in part else "score"
+        ax.set_xticks(range(len(variants)), variants, rotation=30, ha="right")
+        ax.set_xlim(-0.6, len(variants) - 0.4)
+        ax.set_title(task)
+        ax.set_ylabel(f"test {metric} (mean, 95% CI)")
+    first: dict = {}
+    for ax in axes[0]:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            first.setdefault(lab, h)
+    labels, handles = list(first), list(first.values())
+    fig.legend(handles, labels, title="upstream", loc="upper center", ncol=min(len(labels), 6),
+               bbox_to_anchor=(0.5, 0.0), frameon=False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for suffix in (".png", ".svg"):
+        p = out.with_suffix(suffix)
+        fig.savefig(p, dpi=150, bbox_inches="tight")
+        paths.append(p)
+    plt.close(fig)
+    return paths

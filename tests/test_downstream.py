@@ -1,0 +1,437 @@
+"""speechdissect.downstream: task registry, configs, task data files, aggregation, and one real s3prl run."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from speechdissect.downstream import aggregate as agg
+from speechdissect.downstream import tasks as T
+from speechdissect.frames import HOP, RECEPTIVE_FIELD, SAMPLE_RATE, n_frames
+
+# --------------------------------------------------------------------------- a tiny corpus
+
+PHONES = {  # name -> (id in 0..40, kind, frequency Hz)
+    "sil": (0, "silence", 0.0),
+    "AA": (1, "tone", 300.0),
+    "IY": (2, "tone", 700.0),
+    "M": (3, "tone", 150.0),
+    "S": (4, "noise", 0.0),
+    "T": (5, "click", 0.0),
+}
+WORDS = {"MISS": ["M", "IY", "S"], "SAW": ["S", "AA"], "TEA": ["T", "IY"], "MAT": ["M", "AA", "T"]}
+SPEAKERS = [  # speaker, gender, split, pitch factor
+    ("101", "M", "train", 1.0),
+    ("102", "F", "train", 1.7),
+    ("103", "M", "train", 0.9),
+    ("104", "F", "train", 1.5),
+    ("201", "M", "dev", 1.1),
+    ("301", "M", "test", 0.95),
+    ("302", "F", "test", 1.6),
+]
+UTTS_PER_SPEAKER = 4
+
+
+def _segment(rng, kind, freq, n):
+    t = np.arange(n) / SAMPLE_RATE
+    if kind == "silence":
+        return 0.002 * rng.standard_normal(n)
+    if kind == "noise":
+        return 0.2 * rng.standard_normal(n)
+    if kind == "click":
+        x = np.zeros(n)
+        x[:: max(1, n // 6)] = 0.8
+        return x
+    return 0.3 * np.sin(2 * np.pi * freq * t) + 0.1 * np.sin(2 * np.pi * 2 * freq * t)
+
+
+def build_corpus(root: Path, seed: int = 0) -> dict:
+    """LibriSpeech-layout corpus + label parquets + s3prl phone files (20 ms grid), all tiny."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    corpus = root / "corpus"
+    labels_dir = root / "labels"
+    phone_dir = root / "phones"
+    labels_dir.mkdir(parents=True)
+    phone_dir.mkdir(parents=True)
+    tables: dict[str, list[pd.DataFrame]] = {}
+    phone_lines, split_of = [], {}
+    for spk, gender, split, factor in SPEAKERS:
+        chap = "10"
+        d = corpus / split / spk / chap
+        d.mkdir(parents=True)
+        trans = []
+        for u in range(UTTS_PER_SPEAKER):
+            uttid = f"{spk}-{chap}-{u:04d}"
+            words = list(rng.choice(list(WORDS), size=3))
+            segs = [("sil", "<sil>", int(0.1 * SAMPLE_RATE))]
+            for w in words:
+                for p in WORDS[w]:
+                    segs.append((p, w, int(rng.uniform(0.07, 0.12) * SAMPLE_RATE)))
+                segs.append(("sil", "<sil>", int(0.05 * SAMPLE_RATE)))
+            wav = np.concatenate([_segment(rng, PHONES[p][1], PHONES[p][2] * factor, n) for p, _, n in segs])
+            sf.write(d / f"{uttid}.flac", wav.astype(np.float32), SAMPLE_RATE, subtype="PCM_16")
+            trans.append(f"{uttid} {' '.join(words)}")
+            ends = np.cumsum([n for _, _, n in segs])
+            nf = n_frames(len(wav))
+            centres = np.arange(nf) * HOP + RECEPTIVE_FIELD // 2
+            idx = np.minimum(np.searchsorted(ends, centres, side="right"), len(segs) - 1)
+            ph = [segs[i][0] for i in idx]
+            wd = [segs[i][1] for i in idx]
+            tables.setdefault(split, []).append(pd.DataFrame({
+                "utterance": uttid, "frame": np.arange(nf, dtype=np.int32), "phone": ph,
+                "word": wd, "speaker": spk, "gender": gender,
+            }))
+            phone_lines.append(uttid + " " + " ".join(str(PHONES[p][0]) for p in ph))
+            split_of[uttid] = split
+        (d / f"{spk}-{chap}.trans.txt").write_text("\n".join(trans) + "\n")
+    for split, parts in tables.items():
+        pd.concat(parts, ignore_index=True).to_parquet(labels_dir / f"{split}.parquet")
+    pd.DataFrame([(s, g, sp) for s, g, sp, _ in SPEAKERS], columns=["speaker", "gender", "split"]).to_csv(
+        corpus / "speakers.tsv", sep="\t", index=False)
+    (phone_dir / "converted_aligned_phones.txt").write_text("\n".join(phone_lines) + "\n")
+    (phone_dir / "train_split.txt").write_text("".join(f"{u}\n" for u, s in split_of.items() if s != "test"))
+    (phone_dir / "test_split.txt").write_text("".join(f"{u}\n" for u, s in split_of.items() if s == "test"))
+    return {"corpus": corpus, "labels_dir": labels_dir, "phone_dir": phone_dir}
+
+
+def save_tiny_hubert(path: Path, seed: int = 0) -> Path:
+    """A randomly initialised 2-layer HuBERT in s3prl's ``hubert_local`` format."""
+    import torch
+
+    model_cfg = {
+        "label_rate": 50.0, "encoder_layers": 2, "encoder_embed_dim": 32, "encoder_ffn_embed_dim": 64,
+        "encoder_attention_heads": 2, "conv_feature_layers": "[(32,10,5)] + [(32,3,2)]*4 + [(32,2,2)]*2",
+        "final_dim": 16, "conv_pos": 16, "conv_pos_groups": 4, "dropout": 0.0, "attention_dropout": 0.0,
+    }
+    task_cfg = {"label_rate": 50.0, "sample_rate": 16000, "normalize": False}
+    torch.manual_seed(seed)
+    try:  # the project's own saver, when present
+        from speechdissect.upstreams.hubert import build_hubert, hubert_checkpoint
+
+        state = hubert_checkpoint(build_hubert(model_cfg, task_cfg, 10), model_cfg, task_cfg, 10)
+    except ImportError:  # the dict s3prl's hubert/convert.py writes
+        from s3prl.upstream.hubert.hubert_model import HubertConfig, HubertModel, HubertPretrainingConfig
+        from s3prl.upstream.utils import merge_with_parent
+
+        symbols = [[str(i) for i in range(10)]]
+        model = HubertModel(merge_with_parent(HubertConfig, model_cfg),
+                            merge_with_parent(HubertPretrainingConfig, task_cfg), symbols)
+        state = {"task_cfg": task_cfg, "model_cfg": model_cfg, "model_weight": model.state_dict(),
+                 "dictionaries_symbols": symbols}
+    torch.save(state, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return build_corpus(tmp_path_factory.mktemp("ds_corpus"))
+
+
+def _prepare(tiny, task, out):
+    return T.prepare_task_data(task, tiny["corpus"], out, phone_dir=tiny["phone_dir"], labels_dir=tiny["labels_dir"], seed=0)
+
+
+# --------------------------------------------------------------------------- registry and configs
+
+
+def test_registry_has_the_tasks():
+    assert {"phone_linear", "phone_1hidden", "speaker_linear_utter", "gender", "word", "ctc"} <= set(T.TASKS)
+
+
+def test_unknown_task_lists_valid_names():
+    with pytest.raises(ValueError, match="valid tasks:.*phone_linear"):
+        T.get_task("phone_lineaar")
+
+
+def test_unknown_task_fails_before_training(tmp_path):
+    from speechdissect.downstream.runner import run_task
+
+    with pytest.raises(ValueError, match="unknown downstream task 'nope'"):
+        run_task("nope", "hubert_local", tmp_path / "x.pt", tmp_path, tmp_path / "exp")
+    assert not (tmp_path / "exp").exists()
+
+
+def test_missing_checkpoint_fails_before_training(tiny, tmp_path):
+    from speechdissect.downstream.runner import UpstreamLoadError, run_task
+
+    data = _prepare(tiny, "phone_linear", tmp_path / "data")
+    with pytest.raises(UpstreamLoadError, match="not found"):
+        run_task("phone_linear", "hubert_local", tmp_path / "missing.pt", data, tmp_path / "exp")
+    assert not (tmp_path / "exp").exists()
+
+
+@pytest.mark.parametrize("name", sorted(T.TASKS))
+def test_config_has_the_keys_its_expert_reads(name):
+    task = T.TASKS[name]
+    cfg = task.load_config()
+    assert importlib.util.find_spec(f"s3prl.downstream.{task.expert}.expert") is not None
+    for key in T.RUNNER_KEYS:
+        assert key in cfg["runner"], (name, key)
+    assert cfg["runner"]["eval_dataloaders"] == [task.dev_split, task.test_split]
+    assert cfg["runner"]["save_step"] == cfg["runner"]["total_steps"]
+    assert "name" in cfg["optimizer"]
+    keys = T.EXPERT_KEYS[task.expert]
+    for key in keys["datarc"]:
+        assert key in cfg["downstream_expert"]["datarc"], (name, key)
+    for key in keys["modelrc"]:
+        assert key in cfg["downstream_expert"]["modelrc"], (name, key)
+    # small CPU budgets, full evaluation sets
+    assert cfg["runner"]["total_steps"] <= 1000
+    assert cfg["downstream_expert"]["datarc"]["eval_batch_size"] == 1
+    assert cfg["downstream_expert"]["datarc"]["num_workers"] == 0
+
+
+def test_build_config_applies_budget_and_paths(tiny, tmp_path):
+    task = T.get_task("phone_linear")
+    datarc = T.load_datarc(_prepare(tiny, "phone_linear", tmp_path / "d"))
+    cfg = T.build_config(task, datarc, steps=40, overrides={"optimizer.lr": 0.5}, n_train=3)
+    assert cfg["runner"]["total_steps"] == 40 and cfg["runner"]["save_step"] == 40
+    assert cfg["runner"]["eval_step"] <= 40
+    assert cfg["optimizer"]["lr"] == 0.5
+    assert cfg["downstream_expert"]["datarc"]["train_batch_size"] == 3
+    assert Path(cfg["downstream_expert"]["datarc"]["phone_path"]).is_dir()
+    with pytest.raises(ValueError):
+        T.build_config(task, datarc, steps=0)
+
+
+# --------------------------------------------------------------------------- task data files
+
+
+def test_phone_files_are_upsampled_to_10ms(tiny, tmp_path):
+    datarc = T.load_datarc(_prepare(tiny, "phone_linear", tmp_path / "d"))
+    src = T._collapse_phone_lines(tiny["phone_dir"] / "converted_aligned_phones.txt")
+    out = T._collapse_phone_lines(Path(datarc["phone_path"]) / "converted_aligned_phones.txt")
+    uttid = next(iter(src))
+    assert out[uttid] == [i for i in src[uttid] for _ in range(2)]
+    table = pd.read_csv(Path(datarc["bucket_file"]) / T.BUCKET_CSV)
+    assert list(table.columns[:2]) == ["file_path", "length"]
+    assert all((Path(datarc["libri_root"]) / p).is_file() for p in table["file_path"])
+
+
+def test_phone_files_reject_ids_over_40(tiny, tmp_path):
+    bad = tmp_path / "phones"
+    bad.mkdir()
+    for f in ("train_split.txt", "test_split.txt"):
+        (bad / f).write_text((tiny["phone_dir"] / f).read_text())
+    lines = (tiny["phone_dir"] / "converted_aligned_phones.txt").read_text().splitlines()
+    lines[0] = lines[0] + " 57"
+    (bad / "converted_aligned_phones.txt").write_text("\n".join(lines) + "\n")
+    with pytest.raises(T.TaskDataError, match="0..40"):
+        T.prepare_task_data("phone_linear", tiny["corpus"], tmp_path / "d", phone_dir=bad)
+    assert not (tmp_path / "d").exists()
+
+
+def test_speaker_gender_word_ctc_files(tiny, tmp_path):
+    # speaker ID: every test speaker also in training
+    d = T.load_datarc(_prepare(tiny, "speaker_linear_utter", tmp_path / "spk"))
+    train = (Path(d["split_file"]) / "train_split.txt").read_text().split()
+    test = (Path(d["split_file"]) / "test_split.txt").read_text().split()
+    assert {u.split("-")[0] for u in test} <= {u.split("-")[0] for u in train}
+    assert not set(train) & set(test)
+    # gender: file-name prefix is the gender, test speakers unseen
+    d = T.load_datarc(_prepare(tiny, "gender", tmp_path / "gender"))
+    test = (Path(d["split_file"]) / "test_split.txt").read_text().split()
+    assert {x.split("-")[0] for x in test} == {"M", "F"}
+    assert {x.split("-")[1] for x in test} == {"301", "302"}
+    assert all((Path(d["libri_root"]) / "audio" / f"{x}.flac").is_file() for x in test)
+    # word: closed vocabulary of clips
+    d = T.load_datarc(_prepare(tiny, "word", tmp_path / "word"))
+    classes = pd.read_csv(tmp_path / "word" / "classes.tsv", sep="\t")
+    assert set(classes["word"]) <= set(WORDS) and len(classes) >= 2
+    rows = pd.read_csv(Path(d["bucket_file"]) / T.BUCKET_CSV)
+    assert rows["length"].min() >= 1600
+    # ctc: phone-code transcripts next to symlinked audio
+    d = T.load_datarc(_prepare(tiny, "ctc", tmp_path / "ctc"))
+    codes = dict(pd.read_csv(tmp_path / "ctc" / "phone_codes.tsv", sep="\t", dtype=str).values)
+    assert "sil" not in codes and set(codes) == set(PHONES) - {"sil"}
+    uttid, phones = next(Path(d["libri_root"]).rglob("*.trans.txt")).read_text().splitlines()[0].split()
+    assert set(phones) <= set(codes.values()) and len(phones) >= 3
+    for name in ("train-clean-100", "dev-clean", "test-clean"):
+        assert len(pd.read_csv(Path(d["bucket_file"]) / f"{name}.csv")) > 0
+
+
+def test_unknown_data_option_is_an_error(tiny, tmp_path):
+    with pytest.raises(TypeError, match="max_trian"):
+        T.prepare_task_data("phone_linear", tiny["corpus"], tmp_path / "d", phone_dir=tiny["phone_dir"], max_trian=3)
+
+
+def test_task_dir_is_relocatable(tiny, tmp_path):
+    _prepare(tiny, "word", tmp_path / "a")
+    (tmp_path / "a").rename(tmp_path / "b")
+    d = T.load_datarc(tmp_path / "b")
+    assert d["libri_root"] == str((tmp_path / "b").resolve())
+    T.check_datarc(T.get_task("word"), d)
+
+
+@pytest.mark.parametrize("name", sorted(T.TASKS))
+def test_expert_reads_the_task_files(tiny, tmp_path, name):
+    """Build s3prl's own expert from our config + files and run one train and one test batch."""
+    import torch
+
+    task = T.get_task(name)
+    if task.expert == "asr":
+        pytest.importorskip("editdistance")
+    datarc = T.load_datarc(_prepare(tiny, name, tmp_path / "d"))
+    cfg = T.build_config(task, datarc, steps=5, n_train=T.count_train_items(task, datarc))
+    expert_mod = importlib.import_module(f"s3prl.downstream.{task.expert}.expert")
+    torch.manual_seed(0)
+    expert = expert_mod.DownstreamExpert(upstream_dim=8, upstream_rate=320, downstream_expert=cfg["downstream_expert"],
+                                         expdir=str(tmp_path))
+    from collections import defaultdict
+
+    for split in ("train", task.dev_split, task.test_split):
+        loader = expert.get_dataloader(split)
+        assert len(loader) > 0, (name, split)
+        wavs, *others = next(iter(loader))
+        feats = [torch.randn(round(len(w) / 320), 8) for w in wavs]
+        records = defaultdict(list)
+        loss = expert(split, feats, *others, records=records)
+        assert torch.isfinite(loss)
+    if task.expert in ("phone_linear", "phone_1hidden", "speaker_linear_utter_libri"):
+        n_test = len((Path(datarc.get("phone_path") or datarc["split_file"]) / "test_split.txt").read_text().split())
+        assert sum(len(b) for b in expert.test_dataset.X) == n_test  # eval_batch_size 1 keeps every test item
+
+
+# --------------------------------------------------------------------------- scores and aggregation
+
+
+def test_select_score_takes_test_at_best_dev_step():
+    from speechdissect.downstream.runner import select_score
+
+    task = T.get_task("phone_linear")
+    scalars = {"libri_phone/dev-acc": [(10, 0.5), (20, 0.7), (30, 0.7), (40, 0.6)],
+               "libri_phone/test-acc": [(10, 0.4), (20, 0.65), (30, 0.66), (40, 0.8)]}
+    s = select_score(task, scalars)
+    assert (s["best_step"], s["score"], s["dev_score"], s["score_last"]) == (20, 0.65, 0.7, 0.8)
+    ctc = T.get_task("ctc")  # lower is better, logged in percent
+    s = select_score(ctc, {"asr/dev-clean-uer": [(5, 80.0), (10, 60.0)], "asr/test-clean-uer": [(5, 82.0), (10, 61.0)]})
+    assert s["best_step"] == 10 and s["score"] == pytest.approx(0.61)
+    s = select_score(task, {"libri_phone/dev-acc": [(10, float("nan"))], "libri_phone/test-acc": [(10, 0.3)]})
+    assert s["score"] == 0.3
+
+
+def test_mean_ci_on_fixed_numbers():
+    r = agg.mean_ci([0.8, 0.9, 1.0])
+    assert r["n"] == 3 and r["mean"] == pytest.approx(0.9)
+    assert r["std"] == pytest.approx(0.1)
+    # t_{0.975, 2} = 4.302653 ; sem = 0.1 / sqrt(3)
+    assert r["ci_half"] == pytest.approx(4.302653 * 0.1 / math.sqrt(3), rel=1e-6)
+    assert r["ci_low"] == pytest.approx(0.9 - r["ci_half"]) and r["ci_high"] == pytest.approx(0.9 + r["ci_half"])
+    one = agg.mean_ci([0.5])
+    assert one["mean"] == 0.5 and math.isnan(one["ci_half"])
+    assert agg.mean_ci([0.5, float("nan"), 0.7])["n"] == 2
+
+
+def test_aggregate_writes_one_table_per_task(tmp_path):
+    rows = []
+    for up, base in (("mini_hubert", 0.6), ("mini_mockingjay", 0.5)):
+        for variant, delta in (("original", 0.0), ("pruned", -0.1)):
+            for seed, noise in enumerate((-0.01, 0.0, 0.01)):
+                for task in ("phone_linear", "gender"):
+                    rows.append({"upstream": up, "variant": variant, "task": task, "seed": seed, "metric": "acc",
+                                 "higher_is_better": True, "score": base + delta + noise, "wall_seconds": 10.0 + seed})
+    paths = []
+    for i, row in enumerate(rows):
+        p = tmp_path / "res" / f"{i}.json"
+        p.parent.mkdir(exist_ok=True)
+        p.write_text(json.dumps(row))
+        paths.append(p)
+    tables = agg.summarize(paths, tmp_path / "tables")
+    assert set(tables) == {"phone_linear", "gender"}
+    t = pd.read_csv(tables["phone_linear"], sep="\t")
+    assert len(t) == 4 and set(t["n"]) == {3}
+    row = t[(t["upstream"] == "mini_hubert") & (t["variant"] == "pruned")].iloc[0]
+    assert row["mean"] == pytest.approx(0.5) and row["std"] == pytest.approx(0.01)
+    assert row["ci_half"] == pytest.approx(4.302653 * 0.01 / math.sqrt(3), rel=1e-5)
+    assert row["wall_seconds"] == pytest.approx(11.0) and row["seeds"] == "0,1,2"
+    figs = agg.plot_scores(agg.aggregate(agg.load_results(paths)), tmp_path / "fig" / "scores")
+    assert all(p.is_file() and p.stat().st_size > 0 for p in figs)
+
+
+def test_memo_upstream_reuses_frozen_outputs_only():
+    import torch
+
+    from speechdissect.downstream.runner import _memo_upstream_class
+
+    class Up(torch.nn.Module):
+        calls = 0
+
+        def forward(self, wavs):
+            Up.calls += 1
+            return {"hidden_states": [w[None, :4] * 2 for w in wavs]}
+
+    memo = _memo_upstream_class()(Up().eval(), max_bytes=10**6)
+    wavs = [torch.arange(8.0), torch.ones(6)]
+    with torch.no_grad():
+        a = memo(wavs)
+        b = memo([w.clone() for w in wavs])
+        c = memo([torch.arange(8.0) + 1, torch.ones(6)])
+    assert a is b and c is not a and Up.calls == 2 and (memo.hits, memo.misses) == (1, 2)
+    memo(wavs)  # gradients enabled: never cached
+    memo.train()
+    with torch.no_grad():
+        memo(wavs)  # training mode: never cached
+    assert Up.calls == 4
+
+
+# --------------------------------------------------------------------------- the real s3prl runner
+
+
+@pytest.mark.slow
+def test_phone_linear_end_to_end_through_s3prl(tiny, tmp_path):
+    from speechdissect.downstream.runner import run_task
+
+    ckpt = save_tiny_hubert(tmp_path / "tiny_hubert.pt")
+    data = _prepare(tiny, "phone_linear", tmp_path / "data")
+    result = run_task("phone_linear", "hubert_local", ckpt, data, tmp_path / "exp", seed=1, steps=12,
+                      variant="original", latency_runs=3)
+    saved = json.loads((tmp_path / "exp" / "result.json").read_text())
+    assert saved["score"] == pytest.approx(result["score"])
+    assert 0.0 <= result["score"] <= 1.0 and result["metric"] == "acc"
+    assert result["steps"] == 12 and result["seed"] == 1 and result["upstream"] == "tiny_hubert"
+    assert result["n_hidden_states"] == 3 and result["hidden_dim"] == 32
+    # linear 32 -> 41 classes, plus s3prl's featurizer weights over 3 hidden states
+    assert result["downstream_params"] == 32 * 41 + 41 and result["featurizer_params"] == 3
+    assert result["upstream_params"] > 10_000 and result["upstream_latency_ms"] > 0
+    assert result["wall_seconds"] > result["train_seconds"] > 0
+    log = (tmp_path / "exp" / "log.log").read_text()
+    assert "libri_phone/test-|step:12|acc:" in log  # s3prl's expert wrote it
+    assert not list((tmp_path / "exp").glob("*.ckpt"))
+
+    # a file that is not a hubert_local checkpoint fails with a clear message before training
+    import torch
+
+    from speechdissect.downstream.runner import UpstreamLoadError
+
+    torch.save({"not": "a model"}, tmp_path / "bad.pt")
+    with pytest.raises(UpstreamLoadError, match="could not load checkpoint"):
+        run_task("phone_linear", "hubert_local", tmp_path / "bad.pt", data, tmp_path / "exp_bad", steps=2)
+    assert not (tmp_path / "exp_bad" / "log.log").exists()
+
+
+@pytest.mark.slow
+def test_seeds_in_one_process_match_separate_runs(tiny, tmp_path):
+    """run_seeds shares the process and the upstream outputs, yet each seed's numbers are a lone run's."""
+    from speechdissect.downstream.runner import run_seeds, run_task
+
+    ckpt = save_tiny_hubert(tmp_path / "tiny_hubert.pt")
+    data = _prepare(tiny, "phone_linear", tmp_path / "data")
+    both = run_seeds("phone_linear", "hubert_local", ckpt, data, [tmp_path / "s3", tmp_path / "s4"], [3, 4], steps=8,
+                     layer=2, latency_runs=1)
+    assert [r["seed"] for r in both] == [3, 4] and both[1]["feature_cache"]["misses"] == 0
+    assert both[0]["featurizer_params"] == 0  # one layer selected: no weighted sum
+    alone = run_task("phone_linear", "hubert_local", ckpt, data, tmp_path / "alone", seed=4, steps=8, layer=2,
+                     latency_runs=1, feature_cache_mb=0)
+    assert alone["history"] == both[1]["history"]
+    with pytest.raises(ValueError, match="layer 3 out of range"):
+        run_task("phone_linear", "hubert_local", ckpt, data, tmp_path / "badlayer", steps=2, layer=3, latency_runs=1)
