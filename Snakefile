@@ -16,6 +16,7 @@ include: "rules/upstream.smk"
 include: "rules/activations.smk"
 include: "rules/convexity.smk"
 include: "rules/neurons.smk"
+include: "rules/downstream.smk"
 
 
 rule all:

@@ -42,6 +42,7 @@ def all_targets():
         targets += [cache_dir(upstream, split) for split in CACHE_SPLITS]
     targets += convexity_targets()
     targets += neuron_targets()
+    targets += downstream_targets()
     return targets
 
 

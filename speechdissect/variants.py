@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-VARIANT_PATTERN = re.compile(r"^(original|layers-(?P<layers>\d+)|(?P<kind>heads|ffn|edit)-(?P<name>[A-Za-z0-9_.]+))$")
+VARIANT_PATTERN = re.compile(r"^(original|layers-(?P<layers>\d+)|(?P<kind>heads|ffn|edit)-(?P<name>[A-Za-z0-9_.-]+))$")
 LAYER_KEY = re.compile(r"^encoder\.layers\.(\d+)\.")
 
 
@@ -152,3 +152,8 @@ def make_variant(ckpt: Mapping, variant: str, mask=None) -> dict:
     if kind == "heads":
         return mask_heads(ckpt, mask)
     return mask_ffn(ckpt, mask)
+
+
+def load_checkpoint(path) -> dict:
+    """A checkpoint written by speech-dissect (plain tensors and dicts: safe with ``weights_only=True``)."""
+    return torch.load(str(path), map_location="cpu", weights_only=True)

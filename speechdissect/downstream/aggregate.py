@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 GROUP = ("upstream", "variant", "task")
-EXTRA_MEANS = ("wall_seconds", "cpu_seconds", "train_seconds", "trainable_params", "upstream_params", "upstream_latency_ms")
+EXTRA_MEANS = ("wall_seconds", "cpu_seconds", "train_seconds", "trainable_params", "upstream_params", "effective_params", "upstream_latency_ms")
 
 
 def mean_ci(values: Sequence[float], confidence: float = 0.95) -> dict:
