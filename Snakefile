@@ -16,7 +16,9 @@ include: "rules/upstream.smk"
 include: "rules/activations.smk"
 include: "rules/convexity.smk"
 include: "rules/neurons.smk"
+include: "rules/attention.smk"
 include: "rules/downstream.smk"
+include: "rules/report.smk"
 
 
 rule all:

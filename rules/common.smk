@@ -42,7 +42,9 @@ def all_targets():
         targets += [cache_dir(upstream, split) for split in CACHE_SPLITS]
     targets += convexity_targets()
     targets += neuron_targets()
+    targets += attention_targets()
     targets += downstream_targets()
+    targets += ["results/provenance/config.yaml", "results/provenance/software.tsv"]
     return targets
 
 
