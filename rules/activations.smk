@@ -24,10 +24,11 @@ rule cache_activations:
         "results/logs/cache_activations/{upstream}/{corpus}/{split}.log",
     benchmark:
         "results/benchmarks/cache_activations/{upstream}/{corpus}/{split}.tsv"
+    priority: 30
     threads: 2
     resources:
         mem_mb=6000,
         runtime=120,
-        gpus=GPUS,
+        gpu=GPUS,
     script:
         "../workflow_scripts/cache_activations.py"

@@ -106,7 +106,7 @@ rule s3prl_downstream:
     resources:
         mem_mb=6000,
         runtime=60,
-        gpus=GPUS,
+        gpu=GPUS,
     script:
         "../workflow_scripts/s3prl_downstream.py"
 

@@ -50,11 +50,12 @@ rule pretrain_upstream:
         "results/logs/pretrain_upstream/{upstream}.log",
     benchmark:
         "results/benchmarks/pretrain_upstream/{upstream}.tsv"
+    priority: 50  # long and on the critical path: start before the many short jobs
     threads: 2
     resources:
         mem_mb=6000,
         runtime=60,
-        gpus=GPUS,
+        gpu=GPUS,
     script:
         "../workflow_scripts/pretrain_upstream.py"
 
@@ -78,11 +79,12 @@ rule finetune_upstream:
         "results/logs/finetune_upstream/{upstream}.log",
     benchmark:
         "results/benchmarks/finetune_upstream/{upstream}.tsv"
+    priority: 40
     threads: 2
     resources:
         mem_mb=6000,
         runtime=60,
-        gpus=GPUS,
+        gpu=GPUS,
     script:
         "../workflow_scripts/finetune_upstream.py"
 

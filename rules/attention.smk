@@ -1,0 +1,221 @@
+# Attention stage (Yang, Liu & Lee, Interspeech 2020), on the cached attention subset
+# (cache.attention_utterances) of the analysis corpus:
+#   attention_metrics       globalness / verticality / diagonality / max weight + category per head
+#   attention_segmentation  phoneme boundaries from attention heads, hidden states and MFCCs (R-value)
+#   phone_relation_maps     phone relation maps P and concentration C per head
+#   head_masks              cumulative head masks per ranking and fraction, for head pruning
+# Settings: the optional `attention:` config section (docs/attention_config.md); every key has a default.
+# Outputs: results/{upstream}/{corpus}/attention/ (layout in docs/attention_config.md).
+
+ATTENTION = config.get("attention") or {}
+ATT_SPLIT = ATTENTION.get("split", "test")
+ATT_TUNE_SPLIT = ATTENTION.get("tune_split", "dev")
+ATT_MAX_UTTERANCES = ATTENTION.get("max_utterances")
+ATT_SEGMENTATION = {
+    "alpha_factors": [0.125, 0.25, 0.5, 1.0, 2.0, 4.0],
+    "betas": [0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.4],
+    "tune": "feature",
+    "tolerance": 0.02,
+    "centre": "frame",
+    "heads": "all",
+    "hidden": True,
+    **(ATTENTION.get("segmentation") or {}),
+}
+ATT_SEGMENTATION["mfcc"] = {"n_ceps": 13, "deltas": False, "cmvn": True,
+                            **((ATTENTION.get("segmentation") or {}).get("mfcc") or {})}
+ATT_RELATIONS = {"heads": None, "include_silence": False, **(ATTENTION.get("relations") or {})}
+ATT_MASKS = {
+    "rankings": ["globalness", "verticality", "diagonality", "max_weight", "random"],
+    "fractions": [0.0, 0.25, 0.5, 0.75],
+    "remove_first": {},
+    "seed": None,
+    **(ATTENTION.get("masks") or {}),
+}
+ATT_MASK_SEED = SEED if ATT_MASKS["seed"] is None else ATT_MASKS["seed"]
+# Kept in step with speechdissect.attention.ranking.RANKINGS (not imported: the Snakefile is parsed per job).
+ATT_RANKINGS = ("globalness", "verticality", "diagonality", "max_weight", "random")
+
+
+def _att_config_error(key, problem):
+    raise ValueError(f"config key attention.{key}: {problem} (see docs/attention_config.md)")
+
+
+for _key, _split in (("split", ATT_SPLIT), ("tune_split", ATT_TUNE_SPLIT)):
+    if _split not in SPLITS:
+        _att_config_error(_key, f"{_split!r} is not one of splits: {SPLITS}")
+for _r in ATT_MASKS["rankings"]:
+    if _r not in ATT_RANKINGS:
+        _att_config_error("masks.rankings", f"unknown ranking {_r!r}; choose from {list(ATT_RANKINGS)}")
+for _f in ATT_MASKS["fractions"]:
+    if not 0.0 <= float(_f) <= 1.0:
+        _att_config_error("masks.fractions", f"{_f} is not in [0, 1]")
+for _m, _d in ATT_MASKS["remove_first"].items():
+    if _m not in ATT_RANKINGS[:-1] or _d not in ("high", "low"):
+        _att_config_error("masks.remove_first", f"{_m}: {_d!r}; use <metric>: high|low with a metric of {list(ATT_RANKINGS[:-1])}")
+if ATT_SEGMENTATION["tune"] not in ("feature", "type"):
+    _att_config_error("segmentation.tune", f"{ATT_SEGMENTATION['tune']!r} is not 'feature' or 'type'")
+if ATT_SEGMENTATION["heads"] not in ("all", "none"):
+    _att_config_error("segmentation.heads", f"{ATT_SEGMENTATION['heads']!r} is not 'all' or 'none'")
+
+
+def att_fraction_label(fraction):
+    """How a pruning fraction is written in file names: 0 -> '0', 0.25 -> '0.25'."""
+    return f"{float(fraction):g}"
+
+
+ATT_DIR = "results/{upstream}/{corpus}/attention"
+
+
+def att_out(name):
+    """Output pattern of one attention-stage file (wildcards {upstream}, {corpus})."""
+    return f"{ATT_DIR}/{name}"
+
+
+# The masks asked for here plus those the head-pruning evaluation (config pruning.heads) needs.
+_PRUNE_HEADS = (config.get("pruning") or {}).get("heads") or {}
+for _r in _PRUNE_HEADS.get("rankings", []):
+    if _r not in ATT_RANKINGS:
+        raise ValueError(f"config key pruning.heads.rankings: unknown head ranking {_r!r}; choose from {list(ATT_RANKINGS)}")
+HEAD_MASK_GRID = list(dict.fromkeys(
+    [(r, float(f)) for r in ATT_MASKS["rankings"] for f in ATT_MASKS["fractions"]]
+    + [(r, float(f)) for r in _PRUNE_HEADS.get("rankings", []) for f in _PRUNE_HEADS.get("fractions", [])]
+))
+
+
+def head_mask_path(upstream, ranking, fraction, corpus=None):
+    """The mask file of one ranking and fraction (for the head-pruning rules)."""
+    return f"results/{upstream}/{corpus or ANALYSIS_CORPUS}/attention/head_masks/{ranking}_{att_fraction_label(fraction)}.json"
+
+
+def attention_targets():
+    """Final outputs of the attention stage for every analysis upstream on the analysis corpus."""
+    targets = []
+    for upstream in ANALYSIS_UPSTREAMS:
+        d = ATT_DIR.format(upstream=upstream, corpus=ANALYSIS_CORPUS)
+        targets += [f"{d}/{name}" for name in (
+            "metrics.tsv", "metrics.png", "examples.png", "segmentation.tsv", "segmentation.png",
+            "phone_relations.tsv", "phone_relations.png", "concentration.png", "head_masks/index.tsv")]
+    return targets
+
+
+def att_cache(split):
+    return lambda wc: cache_dir(wc.upstream, split, wc.corpus)
+
+
+rule attention_metrics:
+    input:
+        cache=att_cache(ATT_SPLIT),
+        labels=f"results/{{corpus}}/labels/{ATT_SPLIT}.parquet",
+    output:
+        table=report(att_out("metrics.tsv"), caption="../report/attention_metrics_table.rst", category="Attention", subcategory="{upstream}"),
+        summary=att_out("metrics.json"),
+        png=report(att_out("metrics.png"), caption="../report/attention_metrics.rst", category="Attention", subcategory="{upstream}"),
+        svg=att_out("metrics.svg"),
+        examples_png=report(att_out("examples.png"), caption="../report/attention_examples.rst", category="Attention", subcategory="{upstream}"),
+        examples_svg=att_out("examples.svg"),
+    wildcard_constraints:
+        upstream=one_of(list(UPSTREAMS)),
+    params:
+        split=ATT_SPLIT,
+        max_utterances=ATT_MAX_UTTERANCES,
+        example_utterance=ATTENTION.get("example_utterance"),
+    log:
+        "results/logs/attention_metrics/{upstream}/{corpus}.log",
+    benchmark:
+        "results/benchmarks/attention_metrics/{upstream}/{corpus}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    script:
+        "../workflow_scripts/attention_metrics.py"
+
+
+rule attention_segmentation:
+    input:
+        cache=att_cache(ATT_SPLIT),
+        labels=f"results/{{corpus}}/labels/{ATT_SPLIT}.parquet",
+        tune_cache=att_cache(ATT_TUNE_SPLIT),
+        tune_labels=f"results/{{corpus}}/labels/{ATT_TUNE_SPLIT}.parquet",
+        corpus="resources/corpora/{corpus}",
+    output:
+        table=report(att_out("segmentation.tsv"), caption="../report/attention_segmentation_table.rst", category="Attention", subcategory="{upstream}"),
+        grid=att_out("segmentation_grid.tsv"),
+        summary=att_out("segmentation.json"),
+        png=report(att_out("segmentation.png"), caption="../report/attention_segmentation.rst", category="Attention", subcategory="{upstream}"),
+        svg=att_out("segmentation.svg"),
+    wildcard_constraints:
+        upstream=one_of(list(UPSTREAMS)),
+    params:
+        split=ATT_SPLIT,
+        tune_split=ATT_TUNE_SPLIT,
+        split_dir=lambda wc: split_dir(wc.corpus, ATT_SPLIT),
+        tune_split_dir=lambda wc: split_dir(wc.corpus, ATT_TUNE_SPLIT),
+        max_utterances=ATT_MAX_UTTERANCES,
+        segmentation=ATT_SEGMENTATION,
+    log:
+        "results/logs/attention_segmentation/{upstream}/{corpus}.log",
+    benchmark:
+        "results/benchmarks/attention_segmentation/{upstream}/{corpus}.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    script:
+        "../workflow_scripts/attention_segmentation.py"
+
+
+rule phone_relation_maps:
+    input:
+        cache=att_cache(ATT_SPLIT),
+        labels=f"results/{{corpus}}/labels/{ATT_SPLIT}.parquet",
+        metrics=att_out("metrics.tsv"),
+        metrics_summary=att_out("metrics.json"),
+    output:
+        table=report(att_out("phone_relations.tsv"), caption="../report/attention_relations_table.rst", category="Attention", subcategory="{upstream}"),
+        npz=att_out("phone_relations.npz"),
+        png=report(att_out("phone_relations.png"), caption="../report/attention_relations.rst", category="Attention", subcategory="{upstream}"),
+        svg=att_out("phone_relations.svg"),
+        conc_png=report(att_out("concentration.png"), caption="../report/attention_concentration.rst", category="Attention", subcategory="{upstream}"),
+        conc_svg=att_out("concentration.svg"),
+    wildcard_constraints:
+        upstream=one_of(list(UPSTREAMS)),
+    params:
+        split=ATT_SPLIT,
+        max_utterances=ATT_MAX_UTTERANCES,
+        relations=ATT_RELATIONS,
+    log:
+        "results/logs/phone_relation_maps/{upstream}/{corpus}.log",
+    benchmark:
+        "results/benchmarks/phone_relation_maps/{upstream}/{corpus}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    script:
+        "../workflow_scripts/attention_relations.py"
+
+
+rule head_masks:
+    input:
+        metrics=att_out("metrics.tsv"),
+    output:
+        masks=[att_out(f"head_masks/{r}_{att_fraction_label(f)}.json") for r, f in HEAD_MASK_GRID],
+        index=report(att_out("head_masks/index.tsv"), caption="../report/attention_head_masks.rst", category="Attention", subcategory="{upstream}"),
+        rankings=att_out("head_masks/rankings.tsv"),
+    wildcard_constraints:
+        upstream=one_of(list(UPSTREAMS)),
+    params:
+        grid=HEAD_MASK_GRID,
+        remove_first=ATT_MASKS["remove_first"],
+        seed=ATT_MASK_SEED,
+    log:
+        "results/logs/head_masks/{upstream}/{corpus}.log",
+    benchmark:
+        "results/benchmarks/head_masks/{upstream}/{corpus}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../workflow_scripts/attention_head_masks.py"
