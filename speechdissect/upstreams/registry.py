@@ -1,0 +1,373 @@
+"""Load any upstream through s3prl, and tell what it is.
+
+Every model the project analyses goes through s3prl:
+
+* checkpoints the project trains (``mini_hubert``, ``mini_mockingjay``,
+  fine-tuned or pruned variants) through s3prl's ``hubert_local`` /
+  ``mockingjay_local`` hub entries, wrapped in :class:`s3prl.nn.S3PRLUpstream`;
+* named hub entries (``hubert_base``, ``wavlm_base``, ``wav2vec2``,
+  ``mockingjay``, ...) through ``S3PRLUpstream(name)``, which downloads the
+  checkpoint on first use (no network here: that fails with a clear error).
+
+Checkpoints are written with plain tensors, dicts, lists and strings only, so
+``torch.load(path, weights_only=True)`` reads them (s3prl itself loads them
+without ``weights_only``), and atomically: :func:`save_checkpoint` writes a
+temporary sibling and renames it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = [
+    "LOCAL_ENTRIES",
+    "available_names",
+    "checkpoint_entry",
+    "describe",
+    "family_of",
+    "load_upstream",
+    "save_checkpoint",
+    "UpstreamDownloadError",
+]
+
+#: hub entries that read a local checkpoint file, per family
+LOCAL_ENTRIES = {"hubert": "hubert_local", "mockingjay": "mockingjay_local", "wav2vec2": "wav2vec2_local", "wavlm": "wavlm_local"}
+
+# s3prl upstream package (s3prl/upstream/<dir>/hubconf.py) -> family name
+_FAMILY_BY_PACKAGE = {
+    "hubert": "hubert",
+    "hf_hubert": "hubert",
+    "espnet_hubert": "hubert",
+    "multires_hubert": "hubert",
+    "wav2vec2": "wav2vec2",
+    "hf_wav2vec2": "wav2vec2",
+    "wavlm": "wavlm",
+    "unispeech_sat": "unispeech_sat",
+    "mockingjay": "mockingjay",
+    "tera": "tera",
+    "audio_albert": "audio_albert",
+    "distiller": "distiller",
+    "data2vec": "data2vec",
+}
+# name prefixes, longest first, for names that are not hub entries (e.g. "mini_hubert")
+_FAMILY_BY_PREFIX = [
+    ("distilhubert", "distiller"),
+    ("mockingjay", "mockingjay"),
+    ("contentvec", "hubert"),
+    ("mhubert", "hubert"),
+    ("hubert", "hubert"),
+    ("wav2vec2", "wav2vec2"),
+    ("xlsr", "wav2vec2"),
+    ("wavlm", "wavlm"),
+    ("tera", "tera"),
+    ("data2vec", "data2vec"),
+]
+
+
+class UpstreamDownloadError(RuntimeError):
+    """A named s3prl hub entry could not fetch its checkpoint (no network)."""
+
+
+# --------------------------------------------------------------------------- #
+# Names
+# --------------------------------------------------------------------------- #
+def _hub():
+    import s3prl.hub  # slow import (~10 s): keep it lazy
+
+    return s3prl.hub
+
+
+def available_names(only_registered_ckpt: bool = False) -> list[str]:
+    """s3prl hub entries (``s3prl.hub.options``), sorted."""
+    return sorted(_hub().options(only_registered_ckpt))
+
+
+def _is_local_entry(name: str) -> bool:
+    return name.endswith(("_local", "_url", "_custom", "_gdriveid"))
+
+
+def _check_name(name: str) -> None:
+    names = available_names()
+    if name in names:
+        return
+    close = difflib.get_close_matches(name, names, n=8, cutoff=0.5)
+    hint = f" Close matches: {', '.join(close)}." if close else ""
+    raise ValueError(
+        f"unknown s3prl upstream {name!r}.{hint} "
+        f"Valid names are s3prl.hub entries ({len(names)}, e.g. hubert_base, wavlm_base, wav2vec2, "
+        "mockingjay; hubert_local / mockingjay_local with a checkpoint); list them with "
+        "speechdissect.upstreams.available_names()."
+    )
+
+
+def family_of(name: str) -> str:
+    """Model family of an s3prl entry or project upstream name.
+
+    ``'hubert'`` | ``'wav2vec2'`` | ``'wavlm'`` | ``'mockingjay'`` | ``'tera'`` |
+    ``'distiller'`` | ... : the s3prl upstream package the hub entry is defined
+    in, or, for names that are not hub entries (``mini_hubert``), the family
+    whose name the string starts with or contains.
+    """
+    key = name.lower()
+    try:
+        fn = getattr(_hub(), name, None)
+    except Exception:  # pragma: no cover - s3prl import problems
+        fn = None
+    if callable(fn):
+        module = getattr(fn, "__module__", "") or ""
+        parts = module.split(".")
+        if len(parts) >= 3 and parts[:2] == ["s3prl", "upstream"]:
+            pkg = parts[2]
+            return _FAMILY_BY_PACKAGE.get(pkg, pkg)
+    stripped = key
+    for pre in ("mini_", "tiny_", "small_"):
+        if stripped.startswith(pre):
+            stripped = stripped[len(pre):]
+    for prefix, fam in _FAMILY_BY_PREFIX:
+        if stripped.startswith(prefix):
+            return fam
+    for prefix, fam in _FAMILY_BY_PREFIX:
+        if prefix in key:
+            return fam
+    raise ValueError(f"cannot tell the model family of {name!r}")
+
+
+# --------------------------------------------------------------------------- #
+# Checkpoints
+# --------------------------------------------------------------------------- #
+def save_checkpoint(state: dict, path: str | Path) -> Path:
+    """``torch.save`` to a temporary sibling, then ``os.replace`` onto ``path``.
+
+    The state must hold only tensors, dicts, lists, tuples, str, numbers, bool
+    and None; this is checked by re-reading the temporary file with
+    ``torch.load(weights_only=True)`` before the rename.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        torch.load(tmp, map_location="cpu", weights_only=True)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def checkpoint_entry(ckpt: str | Path) -> str:
+    """The s3prl ``*_local`` entry that loads ``ckpt`` (``hubert_local`` or ``mockingjay_local``)."""
+    try:
+        state = torch.load(str(ckpt), map_location="cpu", weights_only=True)
+    except Exception:  # checkpoints not written here (pickled configs): trusted input
+        state = torch.load(str(ckpt), map_location="cpu", weights_only=False)
+    if isinstance(state, dict) and {"task_cfg", "model_cfg", "model_weight"} <= set(state):
+        return "hubert_local" if "dictionaries_symbols" in state else "wav2vec2_local"
+    if isinstance(state, dict) and "Transformer" in state and ("Upstream_Config" in state or "Config" in state):
+        return "mockingjay_local"
+    raise ValueError(f"{ckpt}: not a checkpoint format speech-dissect knows (hubert_local or mockingjay_local)")
+
+
+# --------------------------------------------------------------------------- #
+# Loading
+# --------------------------------------------------------------------------- #
+def _is_download_error(e: BaseException) -> bool:
+    import urllib.error
+
+    try:
+        import requests
+
+        req = (requests.exceptions.RequestException,)
+    except Exception:  # pragma: no cover
+        req = ()
+    if isinstance(e, req + (urllib.error.URLError, ConnectionError, TimeoutError)):
+        return True
+    text = f"{type(e).__name__} {e}".lower()
+    return any(s in text for s in ("resolve", "connection", "download", "http", "network", "urlopen"))
+
+
+def load_upstream(name: str, ckpt: str | Path | None = None, device: str = "cpu") -> nn.Module:
+    """Load an upstream through s3prl, in eval mode on ``device``.
+
+    Parameters
+    ----------
+    name : str
+        An s3prl hub entry: ``hubert_local`` / ``mockingjay_local`` (and other
+        ``*_local`` entries) with ``ckpt``, or a named entry such as
+        ``hubert_base``, ``wavlm_base``, ``wav2vec2``, ``mockingjay``.
+    ckpt : path, optional
+        Local checkpoint for ``*_local`` entries (required there, refused for
+        named entries, which hard-code their own URL).
+    device : str
+        Torch device.
+
+    Returns
+    -------
+    s3prl.nn.S3PRLUpstream
+        ``model(wavs [B, N], wavs_len [B])`` returns ``(hidden_states, lengths)``:
+        ``n_layers + 1`` tensors ``[B, T, D]`` (input of every encoder layer,
+        then the last output), padded by S3PRLUpstream to ``ceil(N / stride)``
+        frames. ``model.upstream`` is the s3prl UpstreamExpert, whose own
+        forward (a list of 1-D waves) returns the model's true frame count.
+
+    Raises
+    ------
+    ValueError
+        Unknown name (with close matches), missing/unneeded ``ckpt``.
+    FileNotFoundError
+        ``ckpt`` does not exist.
+    UpstreamDownloadError
+        A named entry needs to download its checkpoint and cannot.
+    """
+    _check_name(name)
+    from s3prl.nn import S3PRLUpstream
+
+    if _is_local_entry(name):
+        if ckpt is None:
+            raise ValueError(f"s3prl entry {name!r} loads a local checkpoint: pass ckpt=PATH")
+        ckpt = Path(ckpt)
+        if not ckpt.is_file():
+            raise FileNotFoundError(f"upstream checkpoint not found: {ckpt} (train it first, e.g. the pretrain_upstream rule)")
+        try:
+            model = S3PRLUpstream(name, path_or_url=str(ckpt))
+        except Exception as e:
+            raise RuntimeError(f"s3prl {name} could not load {ckpt}: {type(e).__name__}: {e}") from e
+    else:
+        if ckpt is not None:
+            fam = family_of(name)
+            local = LOCAL_ENTRIES.get(fam, f"{fam}_local")
+            raise ValueError(
+                f"s3prl entry {name!r} hard-codes its checkpoint URL and ignores a local path; "
+                f"load {ckpt} with {local!r} instead"
+            )
+        try:
+            model = S3PRLUpstream(name)
+        except Exception as e:
+            if _is_download_error(e):
+                raise UpstreamDownloadError(
+                    f"s3prl hub entry {name!r} must download its checkpoint and this machine cannot "
+                    f"({type(e).__name__}: {str(e)[:300]}). Download it on a machine with network access "
+                    "into s3prl's cache (~/.cache/s3prl/download, see s3prl.util.download.set_dir), or "
+                    f"use a *_local entry with a local checkpoint."
+                ) from e
+            raise
+    model.to(device)
+    model.eval()  # S3PRLUpstream.__init__ leaves the expert in train mode
+    return model
+
+
+# --------------------------------------------------------------------------- #
+# Describe
+# --------------------------------------------------------------------------- #
+def _expert(model: nn.Module) -> nn.Module:
+    inner = getattr(model, "upstream", None)
+    if isinstance(inner, nn.Module) and hasattr(model, "downsample_rates"):
+        return inner
+    return model
+
+
+def describe(model: nn.Module) -> dict[str, Any]:
+    """Architecture summary of an upstream from :func:`load_upstream` (or its expert, or a bare model).
+
+    Returns ``family``, ``n_layers``, ``d_model``, ``d_ffn``, ``n_heads``,
+    ``n_params`` (whole upstream), ``n_params_encoder`` (transformer layers),
+    ``stride`` (input samples per output frame), ``grid_step`` (take every
+    ``grid_step``-th frame to land on the 20 ms grid: 1 for HuBERT, 2 for the
+    10 ms Mockingjay), ``paths``: module paths relative to what was passed
+    (an S3PRLUpstream: ``upstream.model.encoder.layers[{i}].fc1``; ``{i}`` is
+    the 0-based layer) of the layers, FFN linears and attention projections,
+    and ``hooks``: where to hook for the FFN activation after the
+    nonlinearity and for attention probabilities (``module`` path and whether
+    to ``take`` its input, its output, or to ``recompute`` from q/k).
+    """
+    from s3prl.upstream.hubert.hubert_model import HubertModel
+    from s3prl.upstream.mockingjay.model import TransformerModel
+
+    exp = _expert(model)
+    prefix = "upstream." if exp is not model else ""
+    inner_model = getattr(exp, "model", None)
+    transformer = getattr(exp, "transformer", None)
+    if isinstance(exp, HubertModel) or hasattr(getattr(inner_model, "encoder", None), "layers"):
+        core = exp if isinstance(exp, HubertModel) else inner_model
+        p = prefix + ("" if core is exp else "model.")
+        layers = core.encoder.layers
+        l0 = layers[0]
+        info = {
+            "family": "hubert"
+            if isinstance(core, HubertModel)
+            else ("wavlm" if "wavlm" in type(core).__name__.lower() else "wav2vec2"),
+            "n_layers": len(layers),
+            "d_model": l0.fc1.in_features,
+            "d_ffn": l0.fc1.out_features,
+            "n_heads": l0.self_attn.num_heads,
+            "n_params_encoder": sum(q.numel() for q in layers.parameters()),
+            "paths": {
+                "layer": f"{p}encoder.layers[{{i}}]",
+                "ffn_fc1": f"{p}encoder.layers[{{i}}].fc1",
+                "ffn_fc2": f"{p}encoder.layers[{{i}}].fc2",
+                "attention": f"{p}encoder.layers[{{i}}].self_attn",
+                "attention_q": f"{p}encoder.layers[{{i}}].self_attn.q_proj",
+                "attention_k": f"{p}encoder.layers[{{i}}].self_attn.k_proj",
+                "attention_v": f"{p}encoder.layers[{{i}}].self_attn.v_proj",
+                "attention_out": f"{p}encoder.layers[{{i}}].self_attn.out_proj",
+            },
+            "hooks": {
+                # activation_fn is a plain function, not a module: take fc2's input
+                "ffn_activation": {"module": f"{p}encoder.layers[{{i}}].fc2", "take": "input"},
+                # need_weights=False + fused kernel: per-head maps must be recomputed from q/k
+                "attention_probs": {"module": f"{p}encoder.layers[{{i}}].self_attn", "take": "recompute"},
+                "layer_input": {"module": f"{p}encoder.layers[{{i}}]", "take": "input (T, B, C)"},
+            },
+        }
+    elif isinstance(exp, TransformerModel) or isinstance(getattr(transformer, "model", None), TransformerModel):
+        core = exp if isinstance(exp, TransformerModel) else transformer.model
+        p = prefix + ("" if core is exp else "transformer.model.")
+        layers = core.encoder.layer
+        l0 = layers[0]
+        info = {
+            "family": "mockingjay",
+            "n_layers": len(layers),
+            "d_model": l0.intermediate.dense.in_features,
+            "d_ffn": l0.intermediate.dense.out_features,
+            "n_heads": l0.attention.self.num_attention_heads,
+            "n_params_encoder": sum(q.numel() for q in layers.parameters()),
+            "paths": {
+                "layer": f"{p}encoder.layer[{{i}}]",
+                "ffn_fc1": f"{p}encoder.layer[{{i}}].intermediate.dense",
+                "ffn_fc2": f"{p}encoder.layer[{{i}}].output.dense",
+                "attention": f"{p}encoder.layer[{{i}}].attention.self",
+                "attention_q": f"{p}encoder.layer[{{i}}].attention.self.query",
+                "attention_k": f"{p}encoder.layer[{{i}}].attention.self.key",
+                "attention_v": f"{p}encoder.layer[{{i}}].attention.self.value",
+                "attention_out": f"{p}encoder.layer[{{i}}].attention.output.dense",
+            },
+            "hooks": {
+                # TransformerIntermediate returns act(dense(x))
+                "ffn_activation": {"module": f"{p}encoder.layer[{{i}}].intermediate", "take": "output"},
+                # the input of the attention dropout is the [B, H, T, T] probability tensor
+                "attention_probs": {"module": f"{p}encoder.layer[{{i}}].attention.self.dropout", "take": "input"},
+                "layer_input": {"module": f"{p}encoder.layer[{{i}}]", "take": "input (B, T, C)"},
+            },
+        }
+    else:
+        raise ValueError(f"describe: unsupported upstream {type(exp).__name__}")
+    info["n_params"] = sum(q.numel() for q in exp.parameters())
+    stride = None
+    if hasattr(exp, "get_downsample_rates"):
+        stride = int(exp.get_downsample_rates("hidden_states"))
+    elif info["family"] == "mockingjay":
+        stride = 160
+    else:
+        stride = 320
+    info["stride"] = stride
+    info["grid_step"] = max(1, 320 // stride)
+    return info

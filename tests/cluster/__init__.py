@@ -1,0 +1,1 @@
+"""Test helpers that stand up real infrastructure (a one-node SLURM cluster)."""

@@ -1,0 +1,252 @@
+"""Workflow test: the attention stage (rules/attention.smk) on the tiny config, every output checked.
+
+The tiny model is barely trained, so only ranges, shapes and consistency with
+the library are checked here, not the values the paper reports.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from speechdissect.attention import CATEGORIES, CMU39, RANKINGS, mfcc_features, n_removed, reference_boundaries, score
+from speechdissect.cache import ActivationCache, load_wav
+from speechdissect.labels import audio_path
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_CONFIG = REPO / "tests" / "workflow" / "tiny_config.yaml"
+
+DEFAULT_RANKINGS = ["globalness", "verticality", "diagonality", "max_weight", "random"]
+DEFAULT_FRACTIONS = [0.0, 0.25, 0.5, 0.75]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _included() -> bool:
+    text = (REPO / "Snakefile").read_text()
+    return re.search(r'^\s*include:\s*"rules/attention\.smk"', text, re.M) is not None
+
+
+@pytest.fixture(scope="module")
+def config() -> dict:
+    return yaml.safe_load(TINY_CONFIG.read_text())
+
+
+@pytest.fixture(scope="module")
+def run(request, config):
+    """(workdir, upstream, corpus) of the tiny run, skipping when the stage is not wired in yet."""
+    if not _included():
+        pytest.skip('rules/attention.smk is not included in the Snakefile yet (add include: "rules/attention.smk" '
+                    "and attention_targets() to all_targets())")
+    workdir = request.getfixturevalue("tiny_run")
+    return workdir, config["analysis_upstreams"][0], config["analysis_corpus"]
+
+
+def _att(run, name):
+    workdir, upstream, corpus = run
+    return workdir / "results" / upstream / corpus / "attention" / name
+
+
+def _utterances(cache, config):
+    """The cached attention subset the stage uses (attention.max_utterances caps it)."""
+    cap = (config.get("attention") or {}).get("max_utterances")
+    return list(cache.meta["attention_utterances"])[: cap or None]
+
+
+def _cache(run, split):
+    workdir, upstream, corpus = run
+    return ActivationCache(workdir / "results" / upstream / corpus / "cache" / split)
+
+
+def _figure(path):
+    assert path.is_file() and path.stat().st_size > 1000, path
+    if path.suffix == ".png":
+        assert path.read_bytes()[:8] == PNG_MAGIC, path
+    else:
+        assert "<svg" in path.read_text()[:2000], path
+
+
+def _figures(run, *stems):
+    for stem in stems:
+        for ext in ("png", "svg"):
+            _figure(_att(run, f"{stem}.{ext}"))
+
+
+@pytest.mark.workflow
+@pytest.mark.slow
+def test_attention_metrics(run, config):
+    cache = _cache(run, "test")
+    L, H = cache.n_layers, int(cache.meta["n_heads"])
+    table = pd.read_csv(_att(run, "metrics.tsv"), sep="\t")
+    assert list(table.columns) == ["layer", "head", "globalness", "verticality", "diagonality", "max_weight", "category"]
+    assert len(table) == L * H
+    assert sorted(zip(table["layer"], table["head"])) == [(l, h) for l in range(L) for h in range(H)]
+    summary = json.loads(_att(run, "metrics.json").read_text())
+    assert summary["utterances"] == _utterances(cache, config)
+    log_t = math.log(max(summary["frames"].values()))
+    eps = 1e-4
+    assert table["globalness"].between(-eps, log_t + eps).all()
+    assert table["verticality"].between(-log_t - eps, eps).all()
+    assert table["diagonality"].between(-1.0, eps).all()
+    assert table["max_weight"].between(0.0, 1.0 + eps).all()
+    assert set(table["category"]) <= set(CATEGORIES)
+    assert sum(summary["categories"].values()) == L * H
+    for category, head in summary["top_heads"].items():
+        assert category in CATEGORIES and 0 <= head["layer"] < L and 0 <= head["head"] < H
+    assert summary["example_utterance"] in summary["utterances"]
+    _figures(run, "metrics", "examples")
+
+
+@pytest.mark.workflow
+@pytest.mark.slow
+def test_attention_segmentation(run, config):
+    workdir, upstream, corpus = run
+    test, dev = _cache(run, "test"), _cache(run, "dev")
+    L, H = test.n_layers, int(test.meta["n_heads"])
+    table = pd.read_csv(_att(run, "segmentation.tsv"), sep="\t")
+    for col in ("feature", "layer", "head", "alpha", "beta", "precision", "recall", "f1", "hit_rate",
+                "over_segmentation", "r_value", "tune_r_value", "best_in_layer"):
+        assert col in table.columns, col
+    kinds = table["feature"].value_counts().to_dict()
+    assert kinds == {"mfcc": 1, "hidden": L + 1, "attention": L * H}
+    assert np.isfinite(table["r_value"]).all() and np.isfinite(table["tune_r_value"]).all()
+    assert (table["r_value"] <= 1.0).all() and (table["alpha"] > 0).all() and (table["beta"] > 0).all()
+    for col in ("precision", "recall", "hit_rate"):
+        assert table[col].between(0.0, 1.0).all(), col
+    assert (table["over_segmentation"] >= -1.0).all()
+    hidden = table[table["feature"] == "hidden"]
+    assert sorted(hidden["layer"].astype(int)) == list(range(L + 1))
+    att = table[table["feature"] == "attention"]
+    assert att.groupby("layer")["best_in_layer"].sum().tolist() == [1] * L
+    n_ref = sum(len(reference_boundaries(g["phone"].to_numpy()))
+                for u, g in pd.read_parquet(workdir / f"results/{corpus}/labels/test.parquet").groupby("utterance")
+                if u in _utterances(test, config))
+    assert (table["n_ref"] == n_ref).all()
+
+    grid = pd.read_csv(_att(run, "segmentation_grid.tsv"), sep="\t")
+    n_pairs = grid["alpha_factor"].nunique() * grid["beta"].nunique()
+    assert len(grid) == len(table) * n_pairs
+    assert set(table["beta"]) <= set(grid["beta"]) and set(table["alpha_factor"]) <= set(grid["alpha_factor"])
+    summary = json.loads(_att(run, "segmentation.json").read_text())
+    assert summary["split"] == "test" and summary["tune_split"] == "dev"
+    assert math.isclose(summary["mfcc"]["r_value"], float(table.loc[table["feature"] == "mfcc", "r_value"].iloc[0]), rel_tol=1e-5)
+
+    # The reported scores are the library's: recompute the MFCC row and one head from scratch.
+    labels = pd.read_parquet(workdir / f"results/{corpus}/labels/test.parquet")
+    utts = _utterances(test, config)
+    refs = {u: reference_boundaries(labels.loc[labels["utterance"] == u, "phone"].to_numpy()) for u in utts}
+    corpus_dir = workdir / "resources" / "corpora" / corpus
+    mfcc = table[table["feature"] == "mfcc"].iloc[0]
+    settings = summary["settings"]
+    kw = {"tolerance": settings["tolerance"], "centre": settings["centre"]}
+    items = [(mfcc_features(load_wav(audio_path(corpus_dir, "test", u)), **settings["mfcc"]), refs[u]) for u in utts]
+    s = score(items, float(mfcc["alpha"]), float(mfcc["beta"]), **kw)
+    assert (s.hits, s.n_pred, s.n_ref) == (mfcc["hits"], mfcc["n_pred"], mfcc["n_ref"])
+    head = att.iloc[-1]
+    items = [(np.asarray(test.attention(u)[int(head["layer"]), int(head["head"])], dtype=np.float32), refs[u]) for u in utts]
+    s = score(items, float(head["alpha"]), float(head["beta"]), **kw)
+    assert (s.hits, s.n_pred, s.n_ref) == (head["hits"], head["n_pred"], head["n_ref"])
+    assert dev.meta["attention_utterances"]  # tuned on the dev subset
+    _figures(run, "segmentation")
+
+
+@pytest.mark.workflow
+@pytest.mark.slow
+def test_phone_relation_maps(run, config):
+    workdir, upstream, corpus = run
+    cache = _cache(run, "test")
+    L, H = cache.n_layers, int(cache.meta["n_heads"])
+    table = pd.read_csv(_att(run, "phone_relations.tsv"), sep="\t", keep_default_na=False, na_values=[""])
+    assert list(table.columns) == ["layer", "head", "phone", "concentration"]
+    phones = list(CMU39) + (["sil"] if ((config.get("attention") or {}).get("relations") or {}).get("include_silence") else [])
+    assert len(table) == L * H * len(phones) and set(table["phone"]) == set(phones)
+    labels = pd.read_parquet(workdir / f"results/{corpus}/labels/test.parquet")
+    present = set(labels.loc[labels["utterance"].isin(_utterances(cache, config)), "phone"]) & set(phones)
+    seen = table["phone"].isin(present)
+    assert np.isfinite(table.loc[seen, "concentration"]).all()
+    assert table.loc[~seen, "concentration"].isna().all()
+    with np.load(_att(run, "phone_relations.npz")) as z:
+        M = len(phones)
+        assert z["relation"].shape == (L, H, M, M) and z["observed"].shape == (L, H, M, M)
+        assert z["uniform"].shape == (M, M) and list(z["phones"]) == phones
+        assert np.all(z["observed"] >= 0) and np.all(z["relation"][np.isfinite(z["relation"])] >= -1 - 1e-9)
+        np.testing.assert_allclose(z["concentration"].ravel(), table["concentration"].to_numpy(), rtol=1e-5, equal_nan=True)
+    _figures(run, "phone_relations", "concentration")
+
+
+@pytest.mark.workflow
+@pytest.mark.slow
+def test_head_masks(run, config):
+    cache = _cache(run, "test")
+    L, H = cache.n_layers, int(cache.meta["n_heads"])
+    masks_cfg = (config.get("attention") or {}).get("masks") or {}
+    prune = (config.get("pruning") or {}).get("heads") or {}  # masks the head-pruning evaluation needs
+    grid = {(r, float(f)) for r in masks_cfg.get("rankings", DEFAULT_RANKINGS) for f in masks_cfg.get("fractions", DEFAULT_FRACTIONS)}
+    grid |= {(r, float(f)) for r in prune.get("rankings", []) for f in prune.get("fractions", [])}
+    index = pd.read_csv(_att(run, "head_masks/index.tsv"), sep="\t", keep_default_na=False)
+    assert {(r, float(f)) for r, f in zip(index["ranking"], index["fraction"])} == grid and len(index) == len(grid)
+    rankings = sorted({r for r, _ in grid})
+    metrics = pd.read_csv(_att(run, "metrics.tsv"), sep="\t")
+    order = pd.read_csv(_att(run, "head_masks/rankings.tsv"), sep="\t")
+    for ranking in rankings:
+        assert ranking in RANKINGS
+        previous = np.ones((L, H), dtype=int)
+        for fraction in sorted(f for r, f in grid if r == ranking):
+            path = _att(run, f"head_masks/{ranking}_{fraction:g}.json")
+            doc = json.loads(path.read_text())
+            mask = np.asarray(doc["mask"])
+            assert mask.shape == (L, H) and set(np.unique(mask)) <= {0, 1}
+            k = n_removed(fraction, L * H)
+            assert int((mask == 0).sum()) == k == doc["n_removed"] == len(doc["removed"])
+            assert all(mask[l, h] == 0 for l, h in doc["removed"])
+            assert np.all(mask <= previous), f"{ranking}: masks are not nested at {fraction}"
+            previous = mask
+            row = index[(index["ranking"] == ranking) & np.isclose(index["fraction"], fraction)]
+            assert len(row) == 1 and int(row["n_removed"].iloc[0]) == k
+        ranked = order[order["ranking"] == ranking].sort_values("rank")
+        assert len(ranked) == L * H
+        direction = (masks_cfg.get("remove_first") or {}).get("globalness", "high")
+        if ranking == "globalness" and direction == "high":  # the most global head goes first
+            top = metrics.loc[metrics["globalness"].idxmax()]
+            assert (ranked["layer"].iloc[0], ranked["head"].iloc[0]) == (top["layer"], top["head"])
+
+
+def test_attention_figures_smoke(tmp_path):
+    """The figure functions draw from synthetic inputs (fast; no workflow)."""
+    from speechdissect.attention import HeadMetrics, PhoneRelations
+    from speechdissect.attention import figures
+    from speechdissect.plots import save_figure
+
+    rng = np.random.default_rng(0)
+    T, L, H = 30, 2, 3
+    stack = rng.random((L, H, T, T)).astype(np.float32)
+    stack /= stack.sum(-1, keepdims=True)
+    acc = HeadMetrics()
+    acc.update(stack)
+    table = acc.table()
+    phones = list(rng.choice(list(CMU39[:6]) + ["sil"], size=T))
+    rel = PhoneRelations()
+    rel.update(stack, phones)
+    seg = pd.DataFrame({
+        "feature": ["mfcc"] + ["hidden"] * (L + 1) + ["attention"] * (L * H),
+        "layer": [None] + list(range(L + 1)) + [l for l in range(L) for _ in range(H)],
+        "head": [None] * (L + 2) + [h for _ in range(L) for h in range(H)],
+        "r_value": rng.random(1 + L + 1 + L * H),
+    })
+    seg["best_in_layer"] = (seg["feature"] == "attention") & (seg["head"] == 0)
+    figs = {
+        "metrics": figures.metric_heatmaps(table, "t"),
+        "examples": figures.example_maps([("a", stack[0, 0]), ("b", stack[1, 2])], "t", phones=phones),
+        "segmentation": figures.segmentation_curve(seg, "t"),
+        "relations": figures.relation_maps([("a", rel.relation()[0, 0])], CMU39, "t"),
+        "concentration": figures.concentration_heatmap(rel.concentration_table(), "t", phones=CMU39, categories=table),
+    }
+    for name, fig in figs.items():
+        save_figure(fig, tmp_path / f"{name}.png", tmp_path / f"{name}.svg")
+        _figure(tmp_path / f"{name}.png")
+        _figure(tmp_path / f"{name}.svg")
