@@ -129,6 +129,7 @@ def downstream_jobs():
         layers = PRUNING.get("layers", {})
         for task, prop in layers.get("tasks", {}).items():
             jobs.append((u, task, f"convex-{prop}"))
+        for task in layers.get("depth_tasks", list(layers.get("tasks", {}))):
             jobs += [(u, task, f"layers-{n}") for n in layers.get("depths", [])]
     return list(dict.fromkeys(jobs))
 
