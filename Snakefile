@@ -11,12 +11,19 @@ if not config:
 validate(config, "config.schema.yaml")
 
 include: "rules/common.smk"
+include: "rules/functions/corpus.smk"
 include: "rules/corpus.smk"
+include: "rules/functions/upstream.smk"
 include: "rules/upstream.smk"
+include: "rules/functions/activations.smk"
 include: "rules/activations.smk"
+include: "rules/functions/convexity.smk"
 include: "rules/convexity.smk"
+include: "rules/functions/neurons.smk"
 include: "rules/neurons.smk"
+include: "rules/functions/attention.smk"
 include: "rules/attention.smk"
+include: "rules/functions/downstream.smk"
 include: "rules/downstream.smk"
 include: "rules/report.smk"
 

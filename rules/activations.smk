@@ -4,10 +4,6 @@ CACHE = config.get("cache", {})
 CACHE_SPLITS = CACHE.get("splits", SPLITS)
 
 
-def cache_dir(upstream, split, corpus=None):
-    return f"results/{upstream}/{corpus or ANALYSIS_CORPUS}/cache/{split}"
-
-
 rule cache_activations:
     input:
         unpack(upstream_inputs),
@@ -30,5 +26,7 @@ rule cache_activations:
         mem_mb=6000,
         runtime=120,
         gpu=GPUS,
+    conda:
+        "../envs/models.yaml"
     script:
         "../workflow_scripts/cache_activations.py"

@@ -36,10 +36,6 @@ ATT_MASK_SEED = SEED if ATT_MASKS["seed"] is None else ATT_MASKS["seed"]
 ATT_RANKINGS = ("globalness", "verticality", "diagonality", "max_weight", "random")
 
 
-def _att_config_error(key, problem):
-    raise ValueError(f"config key attention.{key}: {problem} (see docs/attention_config.md)")
-
-
 for _key, _split in (("split", ATT_SPLIT), ("tune_split", ATT_TUNE_SPLIT)):
     if _split not in SPLITS:
         _att_config_error(_key, f"{_split!r} is not one of splits: {SPLITS}")
@@ -58,17 +54,7 @@ if ATT_SEGMENTATION["heads"] not in ("all", "none"):
     _att_config_error("segmentation.heads", f"{ATT_SEGMENTATION['heads']!r} is not 'all' or 'none'")
 
 
-def att_fraction_label(fraction):
-    """How a pruning fraction is written in file names: 0 -> '0', 0.25 -> '0.25'."""
-    return f"{float(fraction):g}"
-
-
 ATT_DIR = "results/{upstream}/{corpus}/attention"
-
-
-def att_out(name):
-    """Output pattern of one attention-stage file (wildcards {upstream}, {corpus})."""
-    return f"{ATT_DIR}/{name}"
 
 
 # The masks asked for here plus those the head-pruning evaluation (config pruning.heads) needs.
@@ -80,26 +66,6 @@ HEAD_MASK_GRID = list(dict.fromkeys(
     [(r, float(f)) for r in ATT_MASKS["rankings"] for f in ATT_MASKS["fractions"]]
     + [(r, float(f)) for r in _PRUNE_HEADS.get("rankings", []) for f in _PRUNE_HEADS.get("fractions", [])]
 ))
-
-
-def head_mask_path(upstream, ranking, fraction, corpus=None):
-    """The mask file of one ranking and fraction (for the head-pruning rules)."""
-    return f"results/{upstream}/{corpus or ANALYSIS_CORPUS}/attention/head_masks/{ranking}_{att_fraction_label(fraction)}.json"
-
-
-def attention_targets():
-    """Final outputs of the attention stage for every analysis upstream on the analysis corpus."""
-    targets = []
-    for upstream in ANALYSIS_UPSTREAMS:
-        d = ATT_DIR.format(upstream=upstream, corpus=ANALYSIS_CORPUS)
-        targets += [f"{d}/{name}" for name in (
-            "metrics.tsv", "metrics.png", "examples.png", "segmentation.tsv", "segmentation.png",
-            "phone_relations.tsv", "phone_relations.png", "concentration.png", "head_masks/index.tsv")]
-    return targets
-
-
-def att_cache(split):
-    return lambda wc: cache_dir(wc.upstream, split, wc.corpus)
 
 
 rule attention_metrics:
@@ -127,6 +93,8 @@ rule attention_metrics:
     resources:
         mem_mb=2000,
         runtime=30,
+    conda:
+        "../envs/analysis.yaml"
     script:
         "../workflow_scripts/attention_metrics.py"
 
@@ -161,6 +129,8 @@ rule attention_segmentation:
     resources:
         mem_mb=4000,
         runtime=120,
+    conda:
+        "../envs/analysis.yaml"
     script:
         "../workflow_scripts/attention_segmentation.py"
 
@@ -192,6 +162,8 @@ rule phone_relation_maps:
     resources:
         mem_mb=2000,
         runtime=30,
+    conda:
+        "../envs/analysis.yaml"
     script:
         "../workflow_scripts/attention_relations.py"
 
@@ -217,5 +189,7 @@ rule head_masks:
     resources:
         mem_mb=1000,
         runtime=5,
+    conda:
+        "../envs/analysis.yaml"
     script:
         "../workflow_scripts/attention_head_masks.py"

@@ -22,6 +22,8 @@ rule layer_convexity:
     resources:
         mem_mb=6000,
         runtime=60,
+    conda:
+        "../envs/analysis.yaml"
     script:
         "../workflow_scripts/layer_convexity.py"
 
@@ -43,11 +45,9 @@ rule convexity_figure:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../envs/analysis.yaml"
     script:
         "../workflow_scripts/convexity_figure.py"
 
 
-def convexity_targets():
-    targets = [f"results/convexity/{ANALYSIS_CORPUS}/convexity_layers.png"]
-    targets += [f"results/{u}/{ANALYSIS_CORPUS}/convexity/best_layers.json" for u in ANALYSIS_UPSTREAMS]
-    return targets

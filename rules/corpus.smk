@@ -4,25 +4,6 @@ SYNTHETIC = corpora_of_source("synthetic")
 LIBRISPEECH = corpora_of_source("librispeech")
 
 
-def split_dir(corpus, split):
-    """Directory name of a split inside the corpus tree (LibriSpeech subsets for real corpora)."""
-    spec = CORPORA[corpus]
-    if spec["source"] == "librispeech":
-        try:
-            return spec["split_map"][split]
-        except KeyError:
-            raise ValueError(f"config key corpora.{corpus}.split_map has no entry for split {split!r}; "
-                             f"it maps {sorted(spec['split_map'])}") from None
-    return split
-
-
-def alignment_source(wildcards):
-    spec = CORPORA[wildcards.corpus]
-    if spec["source"] == "librispeech":
-        return spec["alignments"]
-    return f"resources/corpora/{wildcards.corpus}/alignments"
-
-
 rule synthesize_corpus:
     output:
         directory("resources/corpora/{corpus}"),
@@ -39,6 +20,8 @@ rule synthesize_corpus:
     resources:
         mem_mb=4000,
         runtime=60,
+    conda:
+        "../envs/corpus.yaml"
     script:
         "../workflow_scripts/synthesize_corpus.py"
 
@@ -58,6 +41,8 @@ rule download_librispeech:
     resources:
         mem_mb=2000,
         runtime=600,
+    conda:
+        "../envs/corpus.yaml"
     script:
         "../workflow_scripts/download_librispeech.py"
 
@@ -80,6 +65,8 @@ rule ingest_alignments:
     resources:
         mem_mb=4000,
         runtime=30,
+    conda:
+        "../envs/corpus.yaml"
     script:
         "../workflow_scripts/ingest_alignments.py"
 
@@ -100,6 +87,8 @@ rule label_summary:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../envs/corpus.yaml"
     script:
         "../workflow_scripts/label_summary.py"
 
@@ -123,6 +112,8 @@ rule s3prl_phone_files:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../envs/corpus.yaml"
     script:
         "../workflow_scripts/s3prl_phone_files.py"
 
@@ -143,6 +134,8 @@ rule extract_f0:
     resources:
         mem_mb=2000,
         runtime=30,
+    conda:
+        "../envs/corpus.yaml"
     script:
         "../workflow_scripts/extract_f0.py"
 
@@ -165,5 +158,7 @@ rule extract_pitch:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../envs/corpus.yaml"
     script:
         "../workflow_scripts/extract_pitch.py"

@@ -23,49 +23,6 @@ for _s in NEURON_SPARSITIES:
         raise ValueError(f"config key neurons.masks.sparsities: {_s} is not in (0, 1)")
 
 
-def neuron_dir(upstream, corpus=None):
-    return f"results/{upstream}/{corpus or ANALYSIS_CORPUS}/neurons"
-
-
-def sparsity_tag(s):
-    """File-name form of a sparsity: 0.1 -> '0.1', 0.25 -> '0.25'."""
-    return f"{float(s):g}"
-
-
-def removal_method(entry):
-    """Mask name of a removal entry: 'gender' -> 'remove_gender', 'gender:F' -> 'remove_gender-F'."""
-    prop, _, group = entry.partition(":")
-    return f"remove_{prop}" + (f"-{group}" if group else "")
-
-
-def neuron_mask_names():
-    """Names (file stems) of every mask the neuron_masks rule writes."""
-    names = [removal_method(e) for e in NEURON_REMOVE]
-    names += [f"{m}_{sparsity_tag(s)}" for m in NEURON_PRUNE_METHODS for s in NEURON_SPARSITIES]
-    return names
-
-
-def neuron_targets():
-    """Final outputs of the neuron stage for every analysis upstream on the analysis corpus."""
-    targets = []
-    for upstream in ANALYSIS_UPSTREAMS:
-        d = neuron_dir(upstream)
-        targets += [
-            f"{d}/property_neurons.json",
-            f"{d}/counts.tsv",
-            f"{d}/overlaps.tsv",
-            f"{d}/geometry.tsv",
-            f"{d}/mds_coords.tsv",
-            f"{d}/probabilities/stats.tsv",
-            f"{d}/figures/sorted_probabilities.png",
-            f"{d}/figures/counts.png",
-            f"{d}/figures/silhouette.png",
-            f"{d}/masks/masks.tsv",
-        ]
-        targets += expand("{d}/figures/mds_{prop}.png", d=d, prop=NEURON_PROPERTIES)
-    return targets
-
-
 rule neuron_probabilities:
     input:
         cache=lambda wc: cache_dir(wc.upstream, NEURON_SPLIT, wc.corpus),
@@ -94,6 +51,8 @@ rule neuron_probabilities:
     resources:
         mem_mb=2000,
         runtime=60,
+    conda:
+        "../envs/analysis.yaml"
     script:
         "../workflow_scripts/neuron_probabilities.py"
 
@@ -122,6 +81,8 @@ rule property_neurons:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../envs/analysis.yaml"
     script:
         "../workflow_scripts/neuron_property.py"
 
@@ -151,6 +112,8 @@ rule neuron_geometry:
     resources:
         mem_mb=2000,
         runtime=30,
+    conda:
+        "../envs/analysis.yaml"
     script:
         "../workflow_scripts/neuron_geometry.py"
 
@@ -181,6 +144,8 @@ rule neuron_figures:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../envs/analysis.yaml"
     script:
         "../workflow_scripts/neuron_figures.py"
 
@@ -205,6 +170,8 @@ rule neuron_mds_figure:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../envs/analysis.yaml"
     script:
         "../workflow_scripts/neuron_mds_figure.py"
 
@@ -234,5 +201,7 @@ rule neuron_masks:
     resources:
         mem_mb=4000,
         runtime=20,
+    conda:
+        "../envs/models.yaml"
     script:
         "../workflow_scripts/neuron_masks.py"

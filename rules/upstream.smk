@@ -10,28 +10,6 @@ for _name in ANALYSIS_UPSTREAMS:
                          f"(defined: {sorted(UPSTREAMS)})")
 
 
-def upstreams_of_source(*sources):
-    return [n for n, spec in UPSTREAMS.items() if spec["source"] in sources]
-
-
-def upstream_inputs(wildcards):
-    """The spec file (and checkpoint, when there is one) of ``wildcards.upstream``."""
-    spec = UPSTREAMS[wildcards.upstream]
-    files = {"spec": f"results/upstreams/{wildcards.upstream}/upstream.json"}
-    if spec["source"] in ("pretrain", "finetune"):
-        files["ckpt"] = f"resources/upstreams/{wildcards.upstream}.ckpt"
-    return files
-
-
-def training_audio(wildcards):
-    spec = UPSTREAMS[wildcards.upstream]
-    corpus = spec.get("corpus", ANALYSIS_CORPUS)
-    return {
-        "corpus": f"resources/corpora/{corpus}",
-        "labels": f"results/{corpus}/labels/{spec.get('split', 'train')}.parquet",
-    }
-
-
 rule pretrain_upstream:
     input:
         unpack(training_audio),
@@ -56,6 +34,8 @@ rule pretrain_upstream:
         mem_mb=6000,
         runtime=60,
         gpu=GPUS,
+    conda:
+        "../envs/models.yaml"
     script:
         "../workflow_scripts/pretrain_upstream.py"
 
@@ -85,6 +65,8 @@ rule finetune_upstream:
         mem_mb=6000,
         runtime=60,
         gpu=GPUS,
+    conda:
+        "../envs/models.yaml"
     script:
         "../workflow_scripts/finetune_upstream.py"
 
@@ -104,6 +86,8 @@ rule hub_upstream:
     resources:
         mem_mb=4000,
         runtime=60,
+    conda:
+        "../envs/models.yaml"
     script:
         "../workflow_scripts/hub_upstream.py"
 
@@ -122,5 +106,7 @@ rule training_curve:
     resources:
         mem_mb=1000,
         runtime=5,
+    conda:
+        "../envs/corpus.yaml"
     script:
         "../workflow_scripts/training_curve.py"

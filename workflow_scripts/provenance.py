@@ -10,7 +10,7 @@ from speechdissect.labels import write_atomic, write_text_atomic
 from speechdissect.logs import setup_logging
 
 setup_logging(snakemake.log[0])
-write_text_atomic(snakemake.output.config, yaml.safe_dump(dict(snakemake.params.config), sort_keys=False))
+write_text_atomic(snakemake.output.config, yaml.safe_dump(dict(snakemake.config), sort_keys=False))
 rows = [{"software": "python", "version": platform.python_version()}, {"software": "platform", "version": platform.platform()}]
 for dist in ("speechdissect", "torch", "torchaudio", "s3prl", "snakemake", "snakemake-executor-plugin-slurm", "numpy",
              "scipy", "pandas", "pyarrow", "scikit-learn", "pynndescent", "praat-parselmouth", "soundfile", "seaborn"):
