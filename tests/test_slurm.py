@@ -229,7 +229,7 @@ def test_tiny_workflow_on_slurm_matches_local_run(tiny_run, slurm_cluster, tmp_p
 
     cmd = snakemake_cmd(
         workdir, "--max-threads", str(cluster.cpus), *fitting_overrides(jobs, cluster),
-        # No slurmdbd here: ask squeue (MinJobAge=600 keeps finished jobs visible), check often.
+        # No slurmdbd here: ask squeue (MinJobAge=7200 keeps finished jobs visible for the whole run), check often.
         "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2",
         "--slurm-keep-successful-logs",
     )

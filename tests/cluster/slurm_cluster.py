@@ -374,9 +374,9 @@ SchedulerType=sched/backfill
 MpiDefault=none
 DefMemPerCPU=1024
 ReturnToService=2
-# Finished jobs stay visible to squeue for 10 minutes: the snakemake plugin's
+# Finished jobs stay visible to squeue for 2 hours (the whole test run): the snakemake plugin's
 # squeue status queries need MinJobAge >= 3 x its status-check interval.
-MinJobAge=600
+MinJobAge=7200
 InactiveLimit=0
 KillWait=5
 Waittime=0
