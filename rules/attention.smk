@@ -172,7 +172,7 @@ rule head_masks:
     input:
         metrics=att_out("metrics.tsv"),
     output:
-        masks=[att_out(f"head_masks/{r}_{att_fraction_label(f)}.json") for r, f in HEAD_MASK_GRID],
+        masks=[att_out(f"head_masks/{r}_{fraction_tag(f)}.json") for r, f in HEAD_MASK_GRID],
         index=report(att_out("head_masks/index.tsv"), caption="../report/attention_head_masks.rst", category="Attention", subcategory="{upstream}"),
         rankings=att_out("head_masks/rankings.tsv"),
     wildcard_constraints:

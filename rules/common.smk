@@ -26,6 +26,11 @@ def one_of(names):
     return "|".join(map(re.escape, names)) if names else "(?!x)x"
 
 
+def fraction_tag(x):
+    """How a fraction or sparsity is written in file and variant names: 0 -> '0', 0.25 -> '0.25'."""
+    return f"{float(x):g}"
+
+
 def corpus_params(wildcards):
     return CORPORA[wildcards.corpus]
 

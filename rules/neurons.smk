@@ -188,7 +188,7 @@ rule neuron_masks:
     params:
         names=neuron_mask_names(),
         removals={removal_method(e): e for e in NEURON_REMOVE},
-        prune=[{"method": m, "sparsity": s, "name": f"{m}_{sparsity_tag(s)}"} for m in NEURON_PRUNE_METHODS for s in NEURON_SPARSITIES],
+        prune=[{"method": m, "sparsity": s, "name": f"{m}_{fraction_tag(s)}"} for m in NEURON_PRUNE_METHODS for s in NEURON_SPARSITIES],
         protect=NEURON_PROTECT,
         criterion=NEURON_MASKS.get("criterion", "group"),
         strict=NEURON_MASKS.get("strict", False),

@@ -6,11 +6,6 @@ def _att_config_error(key, problem):
 
 
 
-def att_fraction_label(fraction):
-    """How a pruning fraction is written in file names: 0 -> '0', 0.25 -> '0.25'."""
-    return f"{float(fraction):g}"
-
-
 
 def att_out(name):
     """Output pattern of one attention-stage file (wildcards {upstream}, {corpus})."""
@@ -20,7 +15,7 @@ def att_out(name):
 
 def head_mask_path(upstream, ranking, fraction, corpus=None):
     """The mask file of one ranking and fraction (for the head-pruning rules)."""
-    return f"results/{upstream}/{corpus or ANALYSIS_CORPUS}/attention/head_masks/{ranking}_{att_fraction_label(fraction)}.json"
+    return f"results/{upstream}/{corpus or ANALYSIS_CORPUS}/attention/head_masks/{ranking}_{fraction_tag(fraction)}.json"
 
 
 

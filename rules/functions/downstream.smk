@@ -40,11 +40,11 @@ def downstream_jobs():
         heads = PRUNING.get("heads", {})
         for ranking in heads.get("rankings", []):
             for fraction in heads.get("fractions", []):
-                jobs += [(u, t, f"heads-{ranking}_{sparsity_tag(fraction)}") for t in heads.get("tasks", [])]
+                jobs += [(u, t, f"heads-{ranking}_{fraction_tag(fraction)}") for t in heads.get("tasks", [])]
         ffn = PRUNING.get("ffn", {})
         for method in ffn.get("methods", []):
             for sparsity in ffn.get("sparsities", []):
-                jobs += [(u, t, f"ffn-{method}_{sparsity_tag(sparsity)}") for t in ffn.get("tasks", [])]
+                jobs += [(u, t, f"ffn-{method}_{fraction_tag(sparsity)}") for t in ffn.get("tasks", [])]
         edit = PRUNING.get("edit", {})
         for entry in edit.get("remove", []):
             jobs += [(u, t, f"edit-{removal_method(entry)}") for t in edit.get("tasks", [])]

@@ -6,11 +6,6 @@ def neuron_dir(upstream, corpus=None):
 
 
 
-def sparsity_tag(s):
-    """File-name form of a sparsity: 0.1 -> '0.1', 0.25 -> '0.25'."""
-    return f"{float(s):g}"
-
-
 
 def removal_method(entry):
     """Mask name of a removal entry: 'gender' -> 'remove_gender', 'gender:F' -> 'remove_gender-F'."""
@@ -22,7 +17,7 @@ def removal_method(entry):
 def neuron_mask_names():
     """Names (file stems) of every mask the neuron_masks rule writes."""
     names = [removal_method(e) for e in NEURON_REMOVE]
-    names += [f"{m}_{sparsity_tag(s)}" for m in NEURON_PRUNE_METHODS for s in NEURON_SPARSITIES]
+    names += [f"{m}_{fraction_tag(s)}" for m in NEURON_PRUNE_METHODS for s in NEURON_SPARSITIES]
     return names
 
 

@@ -6,7 +6,6 @@ See :mod:`speechdissect.corpus.synthesize` for the corpus layout and
 """
 
 from speechdissect.corpus.festival import (
-    RADIO_TO_CMU,
     FestivalError,
     Segment,
     Word,
@@ -14,7 +13,6 @@ from speechdissect.corpus.festival import (
     parse_words,
     read_alignment,
     render_sentences,
-    to_cmu,
 )
 from speechdissect.corpus.synthesize import (
     VOCABULARY,
@@ -27,7 +25,6 @@ from speechdissect.corpus.synthesize import (
 )
 
 __all__ = [
-    "RADIO_TO_CMU",
     "FestivalError",
     "Segment",
     "Word",
@@ -35,7 +32,6 @@ __all__ = [
     "parse_words",
     "read_alignment",
     "render_sentences",
-    "to_cmu",
     "VOCABULARY",
     "SpeakerSpec",
     "make_speakers",

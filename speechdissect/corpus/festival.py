@@ -8,8 +8,8 @@ RIFF wave and the end time of every item of the ``Segment`` relation and the
 start/end of every item of the ``Word`` relation.
 
 Phones are Festival's ``radio`` phone set (lower-case ARPAbet plus ``ax``,
-``pau`` for silence, and a few rare allophones); :data:`RADIO_TO_CMU` maps
-them to the 39 CMU phones.
+``pau`` for silence, and a few rare allophones); :func:`speechdissect.phones.fold_festival`
+maps them to the 39 CMU phones.
 
 The ``.segs`` / ``.words`` files are written in Festival's own
 ``utt.save.segs`` / ``utt.save.words`` format (a ``#`` line, then
@@ -49,8 +49,6 @@ __all__ = [
     "parse_segs",
     "parse_words",
     "read_alignment",
-    "RADIO_TO_CMU",
-    "to_cmu",
 ]
 
 APT_HINT = "apt-get install festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox"
@@ -379,19 +377,3 @@ def read_alignment(segs_path: str | os.PathLike, words_path: str | os.PathLike, 
         words.append(Word(name, min(start, end), end))
         prev_end = end
     return segments, words
-
-
-# Festival's radio phone set → CMU 39 (upper case, no stress).  Rare radio
-# allophones fold into their CMU parents; ``pau``/``h#``/``brth`` are silence.
-RADIO_TO_CMU: dict[str, str] = {
-    **{p: p.upper() for p in (
-        "aa ae ah ao aw ay b ch d dh eh er ey f g hh ih iy jh k l m n ng ow oy p r s sh t th uh uw v w y z zh"
-    ).split()},
-    "ax": "AH", "axr": "ER", "dx": "T", "el": "L", "em": "M", "en": "N", "hv": "HH", "nx": "N",
-    "pau": "sil", "h#": "sil", "brth": "sil",
-}
-
-
-def to_cmu(phone: str) -> str:
-    """CMU-39 name of a Festival radio phone (``pau`` → ``sil``, unknown → ``spn``)."""
-    return RADIO_TO_CMU.get(phone, "spn")

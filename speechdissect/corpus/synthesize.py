@@ -19,7 +19,7 @@ Layout written under ``out_dir`` (LibriSpeech-like, see docs/formats.md)::
 
 Alignments: times in seconds from the start of the flac.  Segments are
 contiguous from 0; phones are Festival radio phones with ``pau`` for silence
-(``festival.to_cmu`` maps them to CMU-39).  The last ``pau`` is stretched to
+(``speechdissect.phones.fold_festival`` maps them to CMU-39).  The last ``pau`` is stretched to
 the end of the audio, so the segments cover every sample.  ``.words`` has
 only end times; ``festival.read_alignment`` recovers the starts.
 
