@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from .audio import load_wav  # noqa: F401 - re-exported: cache.load_wav is public
+
 if TYPE_CHECKING:  # torch is imported lazily: readers (analysis jobs) never need it
     import torch
 
@@ -64,29 +66,6 @@ class FrameCountMismatch(ValueError):
 # --------------------------------------------------------------------------- #
 # Inputs
 # --------------------------------------------------------------------------- #
-def load_wav(src: Any) -> np.ndarray:
-    """Mono 16 kHz float32 waveform from a path, array or tensor.
-
-    Raises a ValueError naming the file when it is not mono 16 kHz, because
-    the frame grid (and every label) assumes exactly that.
-    """
-    if hasattr(src, "detach") and hasattr(src, "cpu"):  # torch.Tensor
-        return src.detach().cpu().float().numpy().reshape(-1)
-    if isinstance(src, np.ndarray):
-        return np.asarray(src, dtype=np.float32).reshape(-1)
-    import soundfile as sf
-
-    try:
-        data, sr = sf.read(str(src), dtype="float32", always_2d=True)
-    except Exception as exc:  # noqa: BLE001 - re-raised with the path
-        raise ValueError(f"corrupt or unreadable audio: {src} ({exc})") from exc
-    if sr != SAMPLE_RATE:
-        raise ValueError(f"audio must be {SAMPLE_RATE} Hz: {src} is {sr} Hz (resample the corpus)")
-    if data.shape[1] != 1:
-        raise ValueError(f"audio must be mono: {src} has {data.shape[1]} channels")
-    return data[:, 0]
-
-
 def _read_label_table(label_table: pd.DataFrame | str | os.PathLike) -> pd.DataFrame:
     if isinstance(label_table, (str, os.PathLike)):
         return pd.read_parquet(label_table, columns=["utterance", "frame"])

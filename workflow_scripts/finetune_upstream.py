@@ -19,6 +19,10 @@ for utt, group in labels.groupby("utterance", sort=False):
 result = finetune_hubert(snakemake.input.base_ckpt, snakemake.output.ckpt, wavs, targets, n_classes=len(ids),
                          config=spec.get("train", {}), seed=snakemake.params.seed, device=snakemake.params.device)
 log.info("%s fine-tuned: start %s end %s", snakemake.wildcards.upstream, result.get("start"), result.get("end"))
+if result.get("stopped_by") == "max_minutes":
+    log.warning("%s stopped by the max_minutes safety cap after %d steps, not by steps: this checkpoint depends "
+                "on machine speed; raise upstreams.%s.train.max_minutes for a step-reproducible run",
+                snakemake.wildcards.upstream, len(result.get("step", [])), snakemake.wildcards.upstream)
 write_text_atomic(snakemake.output.log_json, json.dumps(result, indent=1, default=str))
 write_text_atomic(snakemake.output.spec, json.dumps(
     {"upstream": snakemake.wildcards.upstream, "entry": checkpoint_entry(snakemake.output.ckpt),

@@ -22,6 +22,10 @@ wavs = [str(audio_path(snakemake.input.corpus, snakemake.params.split_dir, u)) f
 config = {**spec.get("train", {}), **({"model": spec["model"]} if spec.get("model") else {})}
 result = trainer(wavs, snakemake.output.ckpt, config=config, seed=snakemake.params.seed, device=snakemake.params.device)
 log.info("%s trained: start %s end %s", snakemake.wildcards.upstream, result.get("start"), result.get("end"))
+if result.get("stopped_by") == "max_minutes":
+    log.warning("%s stopped by the max_minutes safety cap after %d steps, not by steps: this checkpoint depends "
+                "on machine speed; raise upstreams.%s.train.max_minutes for a step-reproducible run",
+                snakemake.wildcards.upstream, len(result.get("step", [])), snakemake.wildcards.upstream)
 write_text_atomic(snakemake.output.log_json, json.dumps(result, indent=1, default=str))
 entry = checkpoint_entry(snakemake.output.ckpt)
 write_text_atomic(snakemake.output.spec, json.dumps(

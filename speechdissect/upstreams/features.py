@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .. import frames
+from ..audio import load_wav
 
 __all__ = [
     "load_wav",
@@ -24,25 +25,6 @@ __all__ = [
     "fit_kmeans",
     "assign_clusters",
 ]
-
-
-def load_wav(path: str | Path) -> np.ndarray:
-    """Read a mono 16 kHz file as float32 in [-1, 1].
-
-    Raises ``ValueError`` naming the file when it is not 16 kHz mono, and
-    ``RuntimeError`` naming the file when it cannot be decoded.
-    """
-    import soundfile as sf
-
-    try:
-        wav, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as e:  # soundfile raises several types
-        raise RuntimeError(f"corrupt audio: {path} ({e})") from e
-    if sr != frames.SAMPLE_RATE:
-        raise ValueError(f"{path}: sample rate {sr} Hz, expected {frames.SAMPLE_RATE} (resample the corpus)")
-    if wav.shape[1] != 1:
-        raise ValueError(f"{path}: {wav.shape[1]} channels, expected mono")
-    return np.ascontiguousarray(wav[:, 0])
 
 
 def load_wavs(paths: Iterable[str | Path], min_samples: int = frames.RECEPTIVE_FIELD * 4) -> list[np.ndarray]:
