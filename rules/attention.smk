@@ -4,6 +4,8 @@
 #   attention_segmentation  phoneme boundaries from attention heads, hidden states and MFCCs (R-value)
 #   phone_relation_maps     phone relation maps P and concentration C per head
 #   head_masks              cumulative head masks per ranking and fraction, for head pruning
+#   head_pruning_curves     downstream score vs fraction of heads removed (config pruning.heads), with CIs
+#   attention_segmentation_summary  best head / hidden state / MFCC R-values of every upstream in one table
 # Settings: the optional `attention:` config section (docs/attention_config.md); every key has a default.
 # Outputs: results/{upstream}/{corpus}/attention/ (layout in docs/attention_config.md).
 
@@ -66,6 +68,21 @@ HEAD_MASK_GRID = list(dict.fromkeys(
     [(r, float(f)) for r in ATT_MASKS["rankings"] for f in ATT_MASKS["fractions"]]
     + [(r, float(f)) for r in _PRUNE_HEADS.get("rankings", []) for f in _PRUNE_HEADS.get("fractions", [])]
 ))
+
+# Head-pruning curves (config pruning.heads): every ranking x fraction x task evaluated by s3prl_downstream
+# on each of these upstreams; fraction 0 is the original model. Variants zero out_proj columns of a
+# hubert_local checkpoint (speechdissect/variants.py), so only upstreams trained here in the HuBERT family qualify.
+HEAD_PRUNING_UPSTREAMS = list(_PRUNE_HEADS.get("upstreams", (config.get("pruning") or {}).get("upstreams", [])))
+HEAD_PRUNING_GRID = {
+    "rankings": list(_PRUNE_HEADS.get("rankings", [])),
+    "fractions": sorted({float(f) for f in _PRUNE_HEADS.get("fractions", []) if float(f) > 0}),
+    "tasks": _check_head_pruning_tasks(list(_PRUNE_HEADS.get("tasks", []))),
+    "max_loss": float(_PRUNE_HEADS.get("max_loss", 1.0)),
+}
+if not (HEAD_PRUNING_GRID["rankings"] and HEAD_PRUNING_GRID["fractions"] and HEAD_PRUNING_GRID["tasks"]):
+    HEAD_PRUNING_UPSTREAMS = []
+for _name in HEAD_PRUNING_UPSTREAMS:
+    _check_head_pruning_upstream(_name)
 
 
 rule attention_metrics:
@@ -193,3 +210,55 @@ rule head_masks:
         "../envs/analysis.yaml"
     script:
         "../workflow_scripts/attention_head_masks.py"
+
+
+rule head_pruning_curves:
+    input:
+        unpack(head_pruning_inputs),
+        masks=att_out("head_masks/index.tsv"),
+    output:
+        table=report(att_out("head_pruning.tsv"), caption="../report/attention_head_pruning_table.rst", category="Attention", subcategory="{upstream}"),
+        fractions=report(att_out("head_pruning_fractions.tsv"), caption="../report/attention_head_pruning_fractions.rst", category="Attention", subcategory="{upstream}"),
+        png=report(att_out("head_pruning.png"), caption="../report/attention_head_pruning.rst", category="Attention", subcategory="{upstream}"),
+        svg=att_out("head_pruning.svg"),
+    wildcard_constraints:
+        upstream=one_of(HEAD_PRUNING_UPSTREAMS),
+        corpus=one_of([ANALYSIS_CORPUS]),
+    params:
+        grid=HEAD_PRUNING_GRID,
+    log:
+        "results/logs/head_pruning_curves/{upstream}/{corpus}.log",
+    benchmark:
+        "results/benchmarks/head_pruning_curves/{upstream}/{corpus}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../workflow_scripts/attention_head_pruning.py"
+
+
+rule attention_segmentation_summary:
+    input:
+        tables=expand(f"{ATT_DIR}/segmentation.tsv", upstream=ANALYSIS_UPSTREAMS, corpus=ANALYSIS_CORPUS),
+    output:
+        table=report("results/attention/segmentation_summary.tsv", caption="../report/attention_segmentation_summary.rst", category="Attention", subcategory="summary"),
+    params:
+        upstreams=ANALYSIS_UPSTREAMS,
+        split=ATT_SPLIT,
+        tune_split=ATT_TUNE_SPLIT,
+        tolerance=ATT_SEGMENTATION["tolerance"],
+    log:
+        "results/logs/attention_segmentation_summary/summary.log",
+    benchmark:
+        "results/benchmarks/attention_segmentation_summary/summary.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../workflow_scripts/attention_segmentation_summary.py"

@@ -51,3 +51,30 @@ rule convexity_figure:
         "../workflow_scripts/convexity_figure.py"
 
 
+
+
+rule convexity_pruning:
+    # Full vs convexity-pruned model per task (frozen and fine-tuned), and every truncation depth
+    # against the convexity of the layer it ends in (Dorszewski et al. 2024, table and Fig. 2).
+    input:
+        unpack(lambda wc: convexity_pruning_inputs(wc)),
+    output:
+        table=report("results/{upstream}/{corpus}/convexity/pruning.tsv", caption="../report/convexity_pruning.rst", category="Convexity", subcategory="{upstream}"),
+        depths=report("results/{upstream}/{corpus}/convexity/pruning_depths.tsv", caption="../report/convexity_depths_table.rst", category="Convexity", subcategory="{upstream}"),
+        summary="results/{upstream}/{corpus}/convexity/pruning.json",
+        png=report("results/{upstream}/{corpus}/convexity/pruning_depths.png", caption="../report/convexity_depths.rst", category="Convexity", subcategory="{upstream}"),
+        svg="results/{upstream}/{corpus}/convexity/pruning_depths.svg",
+    params:
+        tasks=lambda wc: (config.get("pruning") or {}).get("layers", {}).get("tasks", {}),
+    log:
+        "results/logs/convexity_pruning/{upstream}/{corpus}.log",
+    benchmark:
+        "results/benchmarks/convexity_pruning/{upstream}/{corpus}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../workflow_scripts/convexity_pruning.py"

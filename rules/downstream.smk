@@ -88,9 +88,40 @@ rule s3prl_downstream:
         "../workflow_scripts/s3prl_downstream.py"
 
 
+rule s3prl_finetune:
+    # As s3prl_downstream, with the upstream trained too (s3prl -f): the convexity study's pruned vs
+    # full comparison (pruning.layers.finetune*).
+    input:
+        unpack(variant_inputs),
+        data=f"results/{ANALYSIS_CORPUS}/downstream_data/{{task}}",
+    output:
+        results="results/{upstream}/downstream_ft/{task}/{variant}/results.json",
+    params:
+        seeds=DS_SEEDS,
+        steps=lambda wc: finetune_steps(wc.task),
+        device=DEVICE,
+        expdir=lambda wc: f"results/{wc.upstream}/downstream_ft/{wc.task}/{wc.variant}",
+        finetune=True,
+        upstream_lr=PRUNING.get("layers", {}).get("finetune_lr", 1.0e-4),
+    log:
+        "results/logs/s3prl_finetune/{upstream}/{task}/{variant}.log",
+    benchmark:
+        "results/benchmarks/s3prl_finetune/{upstream}/{task}/{variant}.tsv"
+    threads: 1
+    resources:
+        mem_mb=6000,
+        runtime=60,
+        gpu=GPUS,
+    conda:
+        "../envs/models.yaml"
+    script:
+        "../workflow_scripts/s3prl_downstream.py"
+
+
 rule downstream_summary:
     input:
-        lambda wc: [f"results/{u}/downstream/{t}/{v}/results.json" for u, t, v in downstream_jobs() if t == wc.task],
+        results=lambda wc: [f"results/{u}/downstream/{t}/{v}/results.json" for u, t, v in downstream_jobs() if t == wc.task],
+        data=f"results/{ANALYSIS_CORPUS}/downstream_data/{{task}}",
     output:
         table=report("results/downstream/{task}.tsv", caption="../report/downstream_table.rst", category="Downstream", subcategory="{task}"),
         png=report("results/downstream/{task}.png", caption="../report/downstream_figure.rst", category="Downstream", subcategory="{task}"),

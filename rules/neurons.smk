@@ -13,6 +13,7 @@ NEURON_PRUNE_METHODS = NEURON_MASKS.get("methods", ["norm", "protected_norm", "r
 NEURON_SPARSITIES = [float(s) for s in NEURON_MASKS.get("sparsities", [0.1, 0.2, 0.3, 0.4, 0.5])]
 NEURON_REMOVE = NEURON_MASKS.get("remove", list(NEURON_PROPERTIES))
 NEURON_PROTECT = NEURON_MASKS.get("protect", list(NEURON_PROPERTIES))
+NEURON_RANDOM_DRAWS = int(NEURON_MASKS.get("random_draws", 1))  # random-neuron controls per removal mask
 
 for _entry in [*NEURON_REMOVE, *NEURON_PROTECT]:
     if _entry.split(":")[0] not in NEURON_PROPERTIES:
@@ -92,6 +93,7 @@ rule neuron_geometry:
         probs=expand("results/{{upstream}}/{{corpus}}/neurons/probabilities/{condition}.npy", condition=NEURON_CONDITIONS),
         index=expand("results/{{upstream}}/{{corpus}}/neurons/probabilities/{condition}.tsv", condition=NEURON_CONDITIONS),
         json="results/{upstream}/{corpus}/neurons/property_neurons.json",
+        meta="results/{upstream}/{corpus}/neurons/probabilities/meta.json",
     output:
         geometry=report("results/{upstream}/{corpus}/neurons/geometry.tsv", caption="../report/neuron_geometry_table.rst", category="Neurons", subcategory="{upstream}"),
         coords="results/{upstream}/{corpus}/neurons/mds_coords.tsv",
@@ -101,6 +103,7 @@ rule neuron_geometry:
         conditions=NEURON_CONDITIONS,
         properties=NEURON_PROPERTIES,
         neuron_sets=NEURON_GEOMETRY.get("neuron_sets", ["all", "property"]),
+        representation=NEURON_GEOMETRY.get("representation", "binary"),
         n_init=NEURON_GEOMETRY.get("n_init", 4),
         max_iter=NEURON_GEOMETRY.get("max_iter", 300),
         seed=SEED,
@@ -188,9 +191,11 @@ rule neuron_masks:
     params:
         names=neuron_mask_names(),
         removals={removal_method(e): e for e in NEURON_REMOVE},
+        random_removals={removal_method(e): random_removal_names(e) for e in NEURON_REMOVE},
         prune=[{"method": m, "sparsity": s, "name": f"{m}_{fraction_tag(s)}"} for m in NEURON_PRUNE_METHODS for s in NEURON_SPARSITIES],
         protect=NEURON_PROTECT,
         criterion=NEURON_MASKS.get("criterion", "group"),
+        norm_order=float(NEURON_MASKS.get("norm_order", 1)),
         strict=NEURON_MASKS.get("strict", False),
         seed=SEED,
     log:
@@ -205,3 +210,57 @@ rule neuron_masks:
         "../envs/models.yaml"
     script:
         "../workflow_scripts/neuron_masks.py"
+
+
+rule neuron_models_figure:
+    input:
+        counts=lambda wc: [f"results/{u}/{wc.corpus}/neurons/counts.tsv" for u in ANALYSIS_UPSTREAMS],
+        geometry=lambda wc: [f"results/{u}/{wc.corpus}/neurons/geometry.tsv" for u in ANALYSIS_UPSTREAMS],
+        meta=lambda wc: [f"results/{u}/{wc.corpus}/neurons/probabilities/meta.json" for u in ANALYSIS_UPSTREAMS],
+    output:
+        table=report("results/neurons/{corpus}/models.tsv", caption="../report/neuron_models_table.rst", category="Neurons", subcategory="models side by side"),
+        png=report("results/neurons/{corpus}/models.png", caption="../report/neuron_models.rst", category="Neurons", subcategory="models side by side"),
+        svg="results/neurons/{corpus}/models.svg",
+    params:
+        upstreams=ANALYSIS_UPSTREAMS,
+        properties=NEURON_PROPERTIES,
+        neuron_set=NEURON_FIGURES.get("mds_neuron_set", "all"),
+    log:
+        "results/logs/neuron_models_figure/{corpus}.log",
+    benchmark:
+        "results/benchmarks/neuron_models_figure/{corpus}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../workflow_scripts/neuron_models_figure.py"
+
+
+rule neuron_editing_summary:
+    input:
+        results=lambda wc: neuron_editing_results(wc.upstream),
+        masks=f"results/{{upstream}}/{ANALYSIS_CORPUS}/neurons/masks/masks.tsv",
+    output:
+        editing=report("results/{upstream}/neuron_editing/editing.tsv", caption="../report/neuron_editing_table.rst", category="Neurons", subcategory="{upstream}: editing and pruning"),
+        editing_png=report("results/{upstream}/neuron_editing/editing.png", caption="../report/neuron_editing.rst", category="Neurons", subcategory="{upstream}: editing and pruning"),
+        editing_svg="results/{upstream}/neuron_editing/editing.svg",
+        pruning=report("results/{upstream}/neuron_editing/pruning.tsv", caption="../report/neuron_pruning_table.rst", category="Neurons", subcategory="{upstream}: editing and pruning"),
+        pruning_png=report("results/{upstream}/neuron_editing/pruning.png", caption="../report/neuron_pruning.rst", category="Neurons", subcategory="{upstream}: editing and pruning"),
+        pruning_svg="results/{upstream}/neuron_editing/pruning.svg",
+    wildcard_constraints:
+        upstream=one_of(config.get("pruning", {}).get("upstreams", [])),
+    log:
+        "results/logs/neuron_editing_summary/{upstream}.log",
+    benchmark:
+        "results/benchmarks/neuron_editing_summary/{upstream}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../workflow_scripts/neuron_editing_summary.py"

@@ -8,10 +8,17 @@ variant, and every downstream evaluation treats them alike.
 - ``layers-{n}``          keep encoder layers ``0..n-1`` (a truly smaller model);
 - ``heads-{name}``        zero the output projection of masked heads: a removed
                           head then contributes exactly nothing to its layer;
-- ``ffn-{name}`` / ``edit-{name}``   zero masked FFN neurons (fc1 row and bias, fc2
-                          column): the output equals physically removing them
-                          (see ``speechdissect.neurons.masks``), while the model
-                          config keeps one FFN width for s3prl's loader.
+- ``ffn-{name}``          FFN pruning, physically smaller: the kept fc1 rows / bias
+                          and fc2 columns are sliced out and ``encoder_ffn_embed_dim``
+                          is set to the kept width. The config has one width for all
+                          layers, so when layers keep different counts (protected
+                          pruning that ran out of candidates) every layer is sliced to
+                          the largest kept count and the surplus slots of the other
+                          layers are pruned neurons with zeroed weights (recorded in
+                          the checkpoint's ``speechdissect.ffn_pruning``);
+- ``edit-{name}``         model editing: zero masked FFN neurons (fc1 row and bias, fc2
+                          column), same shapes; the output equals physically removing
+                          them (see ``speechdissect.neurons.masks``).
 
 ``{name}`` refers to a mask file (heads: ``[layers][heads]`` 0/1; FFN: the JSON of
 ``speechdissect.neurons.masks.mask_to_json``). Parameter counts of a variant are
@@ -120,6 +127,76 @@ def mask_ffn(ckpt: Mapping, keep: Mapping[int, Sequence[bool]]) -> dict:
     return out
 
 
+def _full_masks(keep: Mapping[int, Sequence[bool]], n_layers_: int, d_ffn: int) -> dict[int, np.ndarray]:
+    masks = {layer: np.ones(d_ffn, dtype=bool) for layer in range(n_layers_)}
+    for layer, mask in keep.items():
+        layer = int(layer)
+        if not 0 <= layer < n_layers_:
+            raise VariantError(f"FFN mask names layer {layer}; the model has {n_layers_} layers")
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != (d_ffn,):
+            raise VariantError(f"FFN mask of layer {layer} has {mask.size} entries; the layer has {d_ffn} neurons")
+        masks[layer] = mask
+    return masks
+
+
+def prune_ffn(ckpt: Mapping, keep: Mapping[int, Sequence[bool]]) -> dict:
+    """Physically remove FFN neurons where ``keep[layer]`` is False: sliced fc1/fc2, smaller ``encoder_ffn_embed_dim``.
+
+    Parameters
+    ----------
+    ckpt
+        A ``hubert_local`` / ``wav2vec2_local`` checkpoint (one FFN width for every layer).
+    keep
+        Layer -> boolean ``[d_ffn]`` keep mask (True = keep); layers absent keep every neuron.
+
+    Returns
+    -------
+    dict
+        The checkpoint with FFN width ``max_l sum(keep[l])``. Layers that keep fewer
+        neurons than that are padded with their lowest-index pruned neurons, whose
+        fc1 row, fc1 bias and fc2 column are zeroed, so every layer computes exactly
+        what the zero-masked model computes. ``ckpt["speechdissect"]["ffn_pruning"]``
+        records the original width, the new width, and per layer the kept and
+        zero-padded counts.
+    """
+    cfg = _require_fairseq(ckpt)
+    total, d_ffn = int(cfg["encoder_layers"]), int(cfg["encoder_ffn_embed_dim"])
+    masks = _full_masks(keep, total, d_ffn)
+    width = max(int(m.sum()) for m in masks.values())
+    if width == 0:
+        raise VariantError("the FFN mask removes every neuron of every layer; keep at least one")
+    out = copy.copy(dict(ckpt))
+    weights = dict(ckpt["model_weight"])
+    kept, padded = {}, {}
+    for layer, mask in masks.items():
+        prefix = f"encoder.layers.{layer}."
+        n_keep = int(mask.sum())
+        pad = np.flatnonzero(~mask)[: width - n_keep]  # surplus slots: pruned neurons, zeroed below
+        slots = np.sort(np.concatenate([np.flatnonzero(mask), pad]))
+        idx = torch.from_numpy(slots)
+        zero = torch.from_numpy(np.isin(slots, pad))
+        fc1_w = weights[prefix + "fc1.weight"][idx].clone()
+        fc1_b = weights[prefix + "fc1.bias"][idx].clone()
+        fc2_w = weights[prefix + "fc2.weight"][:, idx].clone()
+        if fc1_w.shape[0] != width or weights[prefix + "fc1.weight"].shape[0] != d_ffn:
+            raise VariantError(f"layer {layer}: fc1 has {weights[prefix + 'fc1.weight'].shape[0]} neurons, "
+                               f"model_cfg encoder_ffn_embed_dim says {d_ffn}")
+        fc1_w[zero] = 0
+        fc1_b[zero] = 0
+        fc2_w[:, zero] = 0
+        weights[prefix + "fc1.weight"], weights[prefix + "fc1.bias"], weights[prefix + "fc2.weight"] = fc1_w, fc1_b, fc2_w
+        kept[str(layer)], padded[str(layer)] = n_keep, int(pad.size)
+    out["model_cfg"] = {**cfg, "encoder_ffn_embed_dim": width}
+    out["model_weight"] = weights
+    note = ("every layer sliced to the same width" if not any(padded.values()) else
+            f"layers keep different counts: sliced to the largest ({width}); the surplus slots of the other layers "
+            "hold pruned neurons with zeroed weights")
+    out["speechdissect"] = {**dict(ckpt.get("speechdissect", {})), "ffn_pruning": {
+        "d_ffn": d_ffn, "width": width, "kept": kept, "zero_padded": padded, "note": note}}
+    return out
+
+
 def parameter_counts(ckpt: Mapping) -> dict[str, int]:
     """Stored parameters and effective ones (entries of all-zero heads' columns and neurons not counted)."""
     weights = ckpt["model_weight"]
@@ -141,7 +218,10 @@ def parameter_counts(ckpt: Mapping) -> dict[str, int]:
 
 
 def make_variant(ckpt: Mapping, variant: str, mask=None) -> dict:
-    """Apply ``variant`` (see module docstring) to a loaded checkpoint; ``mask`` for heads/ffn/edit."""
+    """Apply ``variant`` (see module docstring) to a loaded checkpoint; ``mask`` for heads/ffn/edit.
+
+    ``ffn-*`` slices the FFN matrices (:func:`prune_ffn`), ``edit-*`` zeroes neurons (:func:`mask_ffn`).
+    """
     kind, arg = parse_variant(variant)
     if kind == "original":
         return dict(ckpt)
@@ -151,6 +231,8 @@ def make_variant(ckpt: Mapping, variant: str, mask=None) -> dict:
         raise VariantError(f"variant {variant!r} needs a mask file")
     if kind == "heads":
         return mask_heads(ckpt, mask)
+    if kind == "ffn":
+        return prune_ffn(ckpt, mask)
     return mask_ffn(ckpt, mask)
 
 

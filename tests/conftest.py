@@ -28,7 +28,14 @@ def run_snakemake(workdir: Path, *args: str, config: Path = TINY_CONFIG, check: 
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
-    """A complete run of the whole workflow on the tiny config, shared by the workflow tests."""
-    workdir = tmp_path_factory.mktemp("tiny_run")
+    """A complete run of the whole workflow on the tiny config, shared by the workflow tests.
+
+    ``SPEECHDISSECT_TINY_RUN=DIR`` uses (and completes, if needed) the run in DIR instead of
+    a fresh one: for re-running single workflow tests during development. Tests must not
+    modify it.
+    """
+    reuse = os.environ.get("SPEECHDISSECT_TINY_RUN")
+    workdir = Path(reuse) if reuse else tmp_path_factory.mktemp("tiny_run")
+    workdir.mkdir(parents=True, exist_ok=True)
     run_snakemake(workdir)
     return workdir

@@ -280,3 +280,11 @@ def test_graph_reused_across_label_sets():
     other = (x[:, 0] > 2).astype(int)
     for labels in (y, other):
         assert graph_convexity(x, labels, n_neighbors=6, graph=g) == graph_convexity(x, labels, n_neighbors=6)
+
+
+def test_exact_graph_reused_across_seeds():
+    """layer_convexity reuses one exact graph for the repeats that draw the same units: the seed only draws pairs."""
+    x, y = checkerboard(n=300)
+    g = knn_graph(x, 6, method="exact")
+    for seed in (0, 1, 1002):
+        assert graph_convexity(x, y, n_neighbors=6, seed=seed, graph=g) == graph_convexity(x, y, n_neighbors=6, seed=seed)

@@ -172,6 +172,9 @@ def test_missing_checkpoint_fails_before_training(tiny, tmp_path):
 
 @pytest.mark.parametrize("name", sorted(T.TASKS))
 def test_config_has_the_keys_its_expert_reads(name):
+    from speechdissect.downstream import experts
+
+    experts.install()  # the runner's subprocess does the same before s3prl's run_downstream
     task = T.TASKS[name]
     cfg = task.load_config()
     assert importlib.util.find_spec(f"s3prl.downstream.{task.expert}.expert") is not None
@@ -238,12 +241,21 @@ def test_speaker_gender_word_ctc_files(tiny, tmp_path):
     test = (Path(d["split_file"]) / "test_split.txt").read_text().split()
     assert {u.split("-")[0] for u in test} <= {u.split("-")[0] for u in train}
     assert not set(train) & set(test)
-    # gender: file-name prefix is the gender, test speakers unseen
+    groups = pd.read_csv(Path(d["groups_file"]), sep="\t", dtype=str).set_index("item")
+    assert set(groups.index) == set(train) | set(test)
+    assert (groups.loc[test, "gender"] == [dict((s, g) for s, g, _, _ in SPEAKERS)[u.split("-")[0]] for u in test]).all()
+    # gender: file-name prefix is the gender; split by speaker, so every test speaker is unseen in training,
+    # the corpus's held-out speakers (301, 302: all their utterances in test/) first
     d = T.load_datarc(_prepare(tiny, "gender", tmp_path / "gender"))
+    train = (Path(d["split_file"]) / "train_split.txt").read_text().split()
     test = (Path(d["split_file"]) / "test_split.txt").read_text().split()
-    assert {x.split("-")[0] for x in test} == {"M", "F"}
-    assert {x.split("-")[1] for x in test} == {"301", "302"}
+    assert {x.split("-")[0] for x in test} == {"M", "F"} == {x.split("-")[0] for x in train}
+    test_spk, train_spk = {x.split("-")[1] for x in test}, {x.split("-")[1] for x in train}
+    assert {"301", "302"} <= test_spk and not test_spk & train_spk
+    assert test_spk | train_spk == {s for s, *_ in SPEAKERS}
     assert all((Path(d["libri_root"]) / "audio" / f"{x}.flac").is_file() for x in test)
+    groups = pd.read_csv(Path(d["groups_file"]), sep="\t", dtype=str).set_index("item")
+    assert (groups.loc[test, "gender"] == [x[0] for x in test]).all()
     # word: closed vocabulary of clips
     d = T.load_datarc(_prepare(tiny, "word", tmp_path / "word"))
     classes = pd.read_csv(tmp_path / "word" / "classes.tsv", sep="\t")
@@ -283,6 +295,9 @@ def test_expert_reads_the_task_files(tiny, tmp_path, name):
         pytest.importorskip("editdistance")
     datarc = T.load_datarc(_prepare(tiny, name, tmp_path / "d"))
     cfg = T.build_config(task, datarc, steps=5, n_train=T.count_train_items(task, datarc))
+    from speechdissect.downstream import experts
+
+    experts.install()
     expert_mod = importlib.import_module(f"s3prl.downstream.{task.expert}.expert")
     torch.manual_seed(0)
     expert = expert_mod.DownstreamExpert(upstream_dim=8, upstream_rate=320, downstream_expert=cfg["downstream_expert"],
@@ -297,7 +312,7 @@ def test_expert_reads_the_task_files(tiny, tmp_path, name):
         records = defaultdict(list)
         loss = expert(split, feats, *others, records=records)
         assert torch.isfinite(loss)
-    if task.expert in ("phone_linear", "phone_1hidden", "speaker_linear_utter_libri"):
+    if task.expert in ("phone_linear", "phone_1hidden", "speaker_linear_utter_libri", "speechdissect_utterance"):
         n_test = len((Path(datarc.get("phone_path") or datarc["split_file"]) / "test_split.txt").read_text().split())
         assert sum(len(b) for b in expert.test_dataset.X) == n_test  # eval_batch_size 1 keeps every test item
 
@@ -356,6 +371,117 @@ def test_aggregate_writes_one_table_per_task(tmp_path):
     assert row["wall_seconds"] == pytest.approx(11.0) and row["seeds"] == "0,1,2"
     figs = agg.plot_scores(agg.aggregate(agg.load_results(paths)), tmp_path / "fig" / "scores")
     assert all(p.is_file() and p.stat().st_size > 0 for p in figs)
+
+
+def test_gender_test_speakers_balance_voices_within_each_gender():
+    # the synthetic design: every gender made from all three voices, two speakers per (gender, voice)
+    voice = {"101": "kal", "103": "ked", "105": "slt", "107": "kal", "109": "ked", "111": "slt",
+             "102": "slt", "104": "kal", "106": "ked", "108": "slt", "110": "kal", "112": "ked"}
+    by_gender = {"M": ["101", "103", "105", "107", "109", "111"], "F": ["102", "104", "106", "108", "110", "112"]}
+    for seed in range(5):
+        test = T.choose_test_speakers(by_gender, 0.5, seed=seed, strata=voice, preferred={"111", "112"})
+        assert {"111", "112"} <= test and len(test) == 6
+        for g, spk in by_gender.items():  # one speaker of each voice per gender: voice cannot stand in for gender
+            assert sorted(voice[x] for x in spk if x in test) == ["kal", "ked", "slt"]
+    assert T.choose_test_speakers(by_gender, 1, seed=0) & set(by_gender["M"]) != set()
+    assert len(T.choose_test_speakers(by_gender, 10, seed=0)) == 10  # at most all but one per gender
+    with pytest.raises(T.TaskDataError, match="2\\+ speakers of each gender"):
+        T.choose_test_speakers({"M": ["1", "2"], "F": ["3"]}, 0.5)
+
+
+def test_chance_level_from_the_test_split(tiny, tmp_path):
+    from collections import Counter
+
+    # frame phone tasks: share of the most frequent phone among the test utterances' frames
+    d = _prepare(tiny, "phone_linear", tmp_path / "phone")
+    src = T._collapse_phone_lines(tiny["phone_dir"] / "converted_aligned_phones.txt")
+    test = (tiny["phone_dir"] / "test_split.txt").read_text().split()
+    counts = Counter(i for u in test for i in src[u])
+    c = T.chance_level("phone_linear", d)
+    assert c["chance_kind"] == "majority" and c["chance"] == pytest.approx(max(counts.values()) / sum(counts.values()))
+    assert c["n_classes"] == len(counts) and c["chance_uniform"] == pytest.approx(1 / len(counts))
+    assert c["majority_class"] == str(counts.most_common(1)[0][0])
+    # utterance tasks: most frequent class (file-name prefix) of test_split.txt
+    d = _prepare(tiny, "gender", tmp_path / "gender")
+    items = (tmp_path / "gender" / "test_split.txt").read_text().split()
+    n_m = sum(x.startswith("M-") for x in items)
+    c = T.chance_level("gender", d)
+    assert c["chance"] == pytest.approx(max(n_m, len(items) - n_m) / len(items)) and c["n_test"] == len(items)
+    assert T.chance_level("ctc", {})["chance"] == 1.0  # PER of an empty output
+
+
+def test_aggregate_adds_chance_and_group_scores_on_fixed_numbers(tmp_path):
+    rows = [{"upstream": "u", "variant": "original", "task": "speaker_linear_utter", "seed": s, "metric": "acc",
+             "higher_is_better": True, "score": sc, "score_by_gender": {"M": m, "F": f}}
+            for s, (sc, m, f) in enumerate([(0.5, 0.4, 0.6), (0.6, 0.5, 0.7), (0.7, 0.6, 0.8)])]
+    chance = {"speaker_linear_utter": {"chance": 0.1, "chance_kind": "majority", "chance_uniform": 0.0833}}
+    t = agg.aggregate(rows, chance=chance)
+    row = t.iloc[0]
+    assert row["mean"] == pytest.approx(0.6) and row["chance"] == 0.1 and row["chance_kind"] == "majority"
+    assert row["mean_by_gender_M"] == pytest.approx(0.5) and row["mean_by_gender_F"] == pytest.approx(0.7)
+    assert row["ci_half_by_gender_M"] == pytest.approx(4.302653 * 0.1 / math.sqrt(3), rel=1e-6)
+    assert "chance" not in agg.aggregate(rows).columns
+    figs = agg.plot_scores(t, tmp_path / "fig")
+    assert all(p.stat().st_size > 0 for p in figs)
+    assert "chance (majority class)" in figs[1].read_text()  # the svg keeps the legend text
+
+
+def test_select_score_reads_group_scores_at_the_best_dev_step():
+    from speechdissect.downstream.runner import select_score
+
+    task = T.get_task("speaker_linear_utter")
+    scalars = {"libri_speaker/dev-acc": [(10, 0.5), (20, 0.7)], "libri_speaker/test-acc": [(10, 0.4), (20, 0.6)],
+               "libri_speaker/test-acc_by_gender/M": [(10, 0.3), (20, 0.5)],
+               "libri_speaker/test-acc_by_gender/F": [(10, 0.5), (20, 0.7)],
+               "libri_speaker/dev-acc_by_gender/M": [(10, 0.9), (20, 0.9)]}
+    s = select_score(task, scalars)
+    assert s["best_step"] == 20 and s["score_by_gender"] == {"F": 0.7, "M": 0.5}
+    assert "score_by_gender" not in select_score(task, {k: v for k, v in scalars.items() if "_by_" not in k})
+
+
+def test_wrapper_expert_matches_s3prl_and_scores_groups(tiny, tmp_path):
+    """speechdissect_utterance = speaker_linear_utter_libri (same init, loss, accuracy) + group accuracies."""
+    import torch
+    from collections import defaultdict
+
+    from speechdissect.downstream import experts
+
+    experts.install()
+    task = T.get_task("speaker_linear_utter")
+    datarc = T.load_datarc(_prepare(tiny, "speaker_linear_utter", tmp_path / "d"))
+    cfg = T.build_config(task, datarc, steps=5, n_train=T.count_train_items(task, datarc))
+    base_mod = importlib.import_module("s3prl.downstream.speaker_linear_utter_libri.expert")
+    wrap_mod = importlib.import_module(f"s3prl.downstream.{experts.UTTERANCE_EXPERT}.expert")
+    torch.manual_seed(0)
+    base = base_mod.DownstreamExpert(upstream_dim=8, downstream_expert=cfg["downstream_expert"], expdir=str(tmp_path / "b"))
+    torch.manual_seed(0)
+    wrap = wrap_mod.DownstreamExpert(upstream_dim=8, downstream_expert=cfg["downstream_expert"], expdir=str(tmp_path / "w"))
+    assert base.test_dataset.X == wrap.test_dataset.X and base.train_dataset.X == wrap.train_dataset.X
+
+    class Logger:
+        def __init__(self):
+            self.scalars = {}
+
+        def add_scalar(self, tag, value, global_step):
+            self.scalars[tag] = value
+
+    rb, rw = defaultdict(list), defaultdict(list)
+    for (wb, lb), (ww, lw, names) in zip(base.get_dataloader("test"), wrap.get_dataloader("test")):
+        feats = [torch.randn(10, 8, generator=torch.Generator().manual_seed(len(w))) for w in wb]
+        assert torch.equal(base("test", feats, lb, records=rb), wrap("test", feats, lw, names, records=rw))
+    assert rb["acc"] == rw["acc"]
+    (tmp_path / "b").mkdir()
+    (tmp_path / "w").mkdir()
+    log = Logger()
+    wrap.log_records("test", records=rw, logger=log, global_step=3)
+    groups = pd.read_csv(datarc["groups_file"], sep="\t", dtype=str).set_index("item")["gender"]
+    for g in ("M", "F"):
+        want = np.mean([c for n, c in zip(rw["name"], rw["acc"]) if groups[n] == g])
+        assert log.scalars[f"libri_speaker/test-acc_by_gender/{g}"] == pytest.approx(want)
+    assert log.scalars["libri_speaker/test-acc"] == pytest.approx(np.mean(rw["acc"]))
+    pred = pd.read_csv(tmp_path / "w" / "predictions" / "test-step3.tsv", sep="\t", dtype=str)
+    assert len(pred) == len(rw["name"]) and set(pred.columns) >= {"item", "label", "predicted", "correct", "gender"}
+    assert (pred["label"] == [n.split("-")[0] for n in pred["item"]]).all()
 
 
 def test_memo_upstream_reuses_frozen_outputs_only():
@@ -435,3 +561,30 @@ def test_seeds_in_one_process_match_separate_runs(tiny, tmp_path):
     assert alone["history"] == both[1]["history"]
     with pytest.raises(ValueError, match="layer 3 out of range"):
         run_task("phone_linear", "hubert_local", ckpt, data, tmp_path / "badlayer", steps=2, layer=3, latency_runs=1)
+
+
+@pytest.mark.slow
+def test_speaker_id_per_gender_through_s3prl(tiny, tmp_path):
+    """The utterance tasks run through the wrapper expert in s3prl's runner: score_by_gender on the test split."""
+    from speechdissect.downstream.runner import run_task
+
+    ckpt = save_tiny_hubert(tmp_path / "tiny_hubert.pt")
+    data = _prepare(tiny, "speaker_linear_utter", tmp_path / "data")
+    r = run_task("speaker_linear_utter", "hubert_local", ckpt, data, tmp_path / "exp", seed=0, steps=6, latency_runs=1)
+    assert r["expert"] == "speechdissect_utterance" and set(r["score_by_gender"]) == {"M", "F"}
+    pred = pd.read_csv(tmp_path / "exp" / "predictions" / f"test-step{r['best_step']}.tsv", sep="\t", dtype=str)
+    assert len(pred) == len((tmp_path / "data" / "test_split.txt").read_text().split())
+    correct = pred["correct"].astype(int)
+    assert r["score"] == pytest.approx(correct.mean())
+    for g in ("M", "F"):
+        assert r["score_by_gender"][g] == pytest.approx(correct[pred["gender"] == g].mean())
+
+
+@pytest.mark.slow
+def test_unknown_upstream_name_lists_valid_names(tiny, tmp_path):
+    from speechdissect.downstream.runner import UpstreamLoadError, run_task
+
+    data = _prepare(tiny, "phone_linear", tmp_path / "data")
+    with pytest.raises(UpstreamLoadError, match=r"unknown s3prl upstream 'hubert_locall'.*Close matches: .*hubert_local"):
+        run_task("phone_linear", "hubert_locall", None, data, tmp_path / "exp", steps=2, latency_runs=1)
+    assert not (tmp_path / "exp" / "log.log").exists()

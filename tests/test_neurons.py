@@ -241,21 +241,54 @@ def test_summary_tables_and_masks():
 # ----------------------------------------------------------------------------- geometry
 
 
-def test_geometry_deterministic_and_separates_groups():
+def _geometry_case():
+    """12 phone rows in 3 classes; class k fires above chance (0.01) on neurons 3k..3k+2, with varied strength."""
     rng = np.random.default_rng(1)
-    index = pd.DataFrame({"condition_type": "phone", "condition": "", "phone": [f"P{i}" for i in range(12)], "phone_class": ["vowel"] * 4 + ["voiced"] * 4 + ["unvoiced"] * 4, "count": 5})
-    centres = np.repeat(np.eye(3) * 0.8, 4, axis=0)
-    p = np.hstack([centres, rng.uniform(0, 0.05, (12, 7))]).astype(np.float32)
-    c1, s1 = geometry.layer_geometry(p, index, "phone_type", seed=3)
-    c2, s2 = geometry.layer_geometry(p, index, "phone_type", seed=3)
+    index = pd.DataFrame({"condition_type": "phone", "condition": "", "phone": [f"P{i}" for i in range(12)],
+                          "phone_class": ["vowel"] * 4 + ["voiced"] * 4 + ["unvoiced"] * 4, "count": 5})
+    p = rng.uniform(0, 0.009, (12, 12))  # below chance everywhere ...
+    for k in range(3):
+        p[4 * k:4 * k + 4, 3 * k:3 * k + 3] = rng.uniform(0.02, 0.9, (4, 3))  # ... except the class's own neurons
+    p[:, 11] = 0.01  # exactly at chance: never counted (p > baseline is strict)
+    return p.astype(np.float32), index
+
+
+def test_binary_row_vectors():
+    p, _ = _geometry_case()
+    x = geometry.row_vectors(p, baseline=0.01)
+    assert x.shape == (12, 9)  # neurons 9..11 never pass the baseline in any row: dropped
+    np.testing.assert_array_equal(x, np.repeat(np.eye(3), 4, axis=0).repeat(3, axis=1))
+    assert geometry.row_vectors(p, neurons=np.arange(12) >= 6, baseline=0.01).shape == (12, 3)  # set first, then any-row filter
+    np.testing.assert_array_equal(geometry.row_vectors(p, representation="probability"), p.astype(np.float64))
+    with pytest.raises(ValueError, match="baseline"):
+        geometry.row_vectors(p)
+    with pytest.raises(ValueError, match="representation"):
+        geometry.row_vectors(p, representation="counts", baseline=0.01)
+
+
+def test_geometry_deterministic_and_separates_groups():
+    p, index = _geometry_case()
+    c1, s1 = geometry.layer_geometry(p, index, "phone_type", seed=3, baseline=0.01)
+    c2, s2 = geometry.layer_geometry(p, index, "phone_type", seed=3, baseline=0.01)
     pd.testing.assert_frame_equal(c1, c2)
     assert s1 == s2
-    assert s1["silhouette_mds"] > 0.8 and s1["silhouette_probability"] > 0.8
-    _, s_noise = geometry.layer_geometry(p, index, "phone_type", neurons=np.arange(3, 10))
-    assert s_noise["silhouette_probability"] < s1["silhouette_probability"]
-    _, s_empty = geometry.layer_geometry(p, index, "phone_type", neurons=np.zeros(10, dtype=bool))
+    assert (s1["representation"], s1["n_set"], s1["n_neurons"]) == ("binary", 12, 9)
+    # identical binary vectors within a class: the classes are 3 points of the map, silhouette exactly 1
+    assert s1["silhouette_mds"] == pytest.approx(1.0, abs=1e-4) and s1["silhouette_vectors"] == pytest.approx(1.0)
+    for _, pts in c1.groupby("group"):
+        np.testing.assert_allclose(pts[["mds_1", "mds_2"]].to_numpy(), pts[["mds_1", "mds_2"]].to_numpy()[:1].repeat(len(pts), 0), atol=1e-3)
+    # the probability representation sees the strength differences: separated, but not perfectly
+    _, s_prob = geometry.layer_geometry(p, index, "phone_type", seed=3, representation="probability")
+    assert s_prob["n_neurons"] == 12 and 0 < s_prob["silhouette_vectors"] < 1
+    # a neuron set of only one class's neurons cannot tell the other two classes apart
+    _, s_one = geometry.layer_geometry(p, index, "phone_type", neurons=np.arange(3), baseline=0.01)
+    assert s_one["n_neurons"] == 3 and s_one["silhouette_mds"] < s1["silhouette_mds"]
+    _, s_empty = geometry.layer_geometry(p, index, "phone_type", neurons=np.zeros(12, dtype=bool), baseline=0.01)
     assert np.isnan(s_empty["silhouette_mds"]) and s_empty["n_neurons"] == 0
-    coords, scores = geometry.geometry_tables({0: {"phone": (p, index)}}, properties=("phone_type",), neuron_sets={"all": None, "first3": {0: np.arange(10) < 3}}, progress=False)
+    _, s_none = geometry.layer_geometry(p, index, "phone_type", neurons=np.arange(9, 12), baseline=0.01)  # none above chance
+    assert s_none["n_set"] == 3 and s_none["n_neurons"] == 0 and np.isnan(s_none["silhouette_mds"])
+    coords, scores = geometry.geometry_tables({0: {"phone": (p, index)}}, properties=("phone_type",),
+                                              neuron_sets={"all": None, "first3": {0: np.arange(12) < 3}}, progress=False, baseline=0.01)
     assert len(scores) == 2 and len(coords) == 24 and {"mds_1", "mds_2", "group"} <= set(coords.columns)
 
 
@@ -287,13 +320,55 @@ def test_masks_sparsity_exact_and_protection():
     assert all(np.array_equal(a, b) for a, b in zip(masks.mask_from_json(masks.mask_to_json(prot)).values(), prot.values()))
 
 
+def test_random_removal_matches_per_layer_counts():
+    ref = masks.remove_neurons_mask({0: np.arange(50) < 7, 1: np.zeros(50, dtype=bool), 2: np.arange(50) % 5 == 0})
+    r0 = masks.random_removal_mask(ref, seed=3)
+    assert [int((~r0[l]).sum()) for l in range(3)] == [7, 0, 10]
+    assert all(np.array_equal(r0[l], masks.random_removal_mask(ref, seed=3)[l]) for l in range(3))  # reproducible
+    r1 = masks.random_removal_mask(ref, seed=3, draw=1)
+    assert [int((~r1[l]).sum()) for l in range(3)] == [7, 0, 10] and not np.array_equal(r0[2], r1[2])
+    assert not np.array_equal(r0[0], ref[0])
+
+
 def test_neuron_norms():
     w1 = np.array([[3.0, 4.0], [0.0, 1.0], [1.0, 0.0]])
     w2 = np.array([[1.0, 0.0, 2.0], [0.0, 0.0, 0.0]])
-    np.testing.assert_allclose(masks.neuron_norms(w1, w2, criterion="fc1"), [5, 1, 1])
-    np.testing.assert_allclose(masks.neuron_norms(w1, w2, criterion="fc2"), [1, 0, 2])
-    np.testing.assert_allclose(masks.neuron_norms(w1, w2, criterion="product"), [5, 0, 2])
-    np.testing.assert_allclose(masks.neuron_norms(w1, w2, np.array([0.0, 0.0, 2.0])), [np.sqrt(26), 1, 3])
+    np.testing.assert_allclose(masks.neuron_norms(w1, w2, criterion="fc1", p=2), [5, 1, 1])
+    np.testing.assert_allclose(masks.neuron_norms(w1, w2, criterion="fc2", p=2), [1, 0, 2])
+    np.testing.assert_allclose(masks.neuron_norms(w1, w2, criterion="product", p=2), [5, 0, 2])
+    np.testing.assert_allclose(masks.neuron_norms(w1, w2, np.array([0.0, 0.0, 2.0]), p=2), [np.sqrt(26), 1, 3])
+    np.testing.assert_allclose(masks.neuron_norms(w1, w2, criterion="fc1", p=1), [7, 1, 1])
+
+
+def test_default_norm_is_the_authors_l1_score():
+    """score_i = ||W1[i,:]||_1 + |b1[i]| + ||W2[:,i]||_1 on a hand-made layer; the lowest are pruned, same count per layer."""
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    class Layer(nn.Module):
+        def __init__(self, w1, b1, w2):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(2, 4), nn.Linear(4, 2)
+            with torch.no_grad():
+                self.fc1.weight.copy_(torch.tensor(w1))
+                self.fc1.bias.copy_(torch.tensor(b1))
+                self.fc2.weight.copy_(torch.tensor(w2))
+                self.fc2.bias.zero_()
+
+    w1 = [[3.0, -4.0], [0.5, 0.5], [-2.0, 0.0], [0.0, 2.0]]  # L1 rows 7, 1, 2, 2
+    b1 = [0.0, -0.5, 0.0, 0.0]
+    w2 = [[0.0, 1.0, 0.5, -3.0], [0.0, -1.0, 0.5, 0.0]]  # L1 columns 0, 2, 1, 3
+    model = nn.Sequential(Layer(w1, b1, w2), Layer(w1, [0.0, 1.0, 0.0, 9.0], w2))
+    scores = masks.model_neuron_norms(model)
+    np.testing.assert_allclose(scores[0], [7.0, 3.5, 3.0, 5.0])  # 7+0+0, 1+.5+2, 2+0+1, 2+0+3
+    np.testing.assert_allclose(scores[1], [7.0, 4.0, 3.0, 14.0])
+    np.testing.assert_allclose(masks.model_neuron_norms(model, p=2)[0], np.sqrt([25, 0.5 + 0.25 + 2, 4 + 0.5, 4 + 9]))
+    m = masks.prune_mask("norm", scores, 0.5)
+    assert m[0].tolist() == [True, False, False, True] and m[1].tolist() == [True, False, False, True]
+    m = masks.prune_mask("norm", scores, 0.25)  # one per layer: the lowest score of each layer
+    assert (~m[0]).nonzero()[0].tolist() == [2] and (~m[1]).nonzero()[0].tolist() == [2]
+    # under L2 the ranking differs (neuron 1 is the weakest): the default must be L1
+    assert (~masks.prune_mask("norm", masks.model_neuron_norms(model, p=2), 0.25)[0]).nonzero()[0].tolist() == [1]
 
 
 def test_physical_removal_equals_zeroing():
@@ -336,3 +411,60 @@ def test_physical_removal_equals_zeroing():
     torch.testing.assert_close(n2.weight, fc2.weight[:, torch.from_numpy(keep)])
     with pytest.raises(ValueError, match="shape"):
         masks.apply_ffn_mask(fc1, fc2, keep[:4])
+
+
+# ----------------------------------------------------------------------------- editing / pruning summaries
+
+
+def _docs():
+    """results.json documents of one upstream: known scores per (task, variant, seed)."""
+    base = {"original": 0.9, "edit-remove_gender": 0.6, "edit-random_gender": 0.85, "edit-random_gender_r1": 0.87,
+            "ffn-norm_0.5": 0.7, "ffn-protected_norm_0.5": 0.8, "ffn-norm_0.2": 0.88}
+    docs = []
+    for task in ("gender", "speaker_linear_utter"):
+        for variant, score in base.items():
+            params = {"stored": 1000 if variant == "original" or variant.startswith("edit") else 600, "effective": 600 if "0.5" in variant else 900}
+            runs = []
+            for seed, eps in enumerate((-0.01, 0.0, 0.01)):
+                run = {"upstream": "mini", "variant": variant, "task": task, "metric": "acc", "higher_is_better": True,
+                       "seed": seed, "score": score + eps, "upstream_latency_ms": 10.0 if variant.startswith("ffn") else 12.0}
+                if task == "speaker_linear_utter":
+                    run["score_by_gender"] = {"M": score + eps - (0.2 if variant == "edit-remove_gender" else 0.0), "F": score + eps}
+                runs.append(run)
+            docs.append({"variant_spec": {"parameters": params}, "runs": runs})
+    return docs
+
+
+def test_variant_info():
+    from speechdissect.neurons.editing import variant_info
+
+    assert variant_info("edit-random_gender-F_r2") | {} == {"study": "editing", "condition": "random", "entry": "gender-F", "draw": 2,
+                                                            "method": None, "sparsity": None}
+    assert variant_info("edit-remove_phone_type")["entry"] == "phone_type"
+    assert (variant_info("ffn-protected_norm_0.25")["method"], variant_info("ffn-protected_norm_0.25")["sparsity"]) == ("protected_norm", 0.25)
+    assert variant_info("heads-globalness_0.5")["study"] is None and variant_info("original")["sparsity"] == 0.0
+
+
+def test_editing_and_pruning_tables():
+    from speechdissect.neurons.editing import editing_figure, editing_table, pruning_figure, pruning_table, runs_table
+    from speechdissect.plots import plt
+
+    runs = runs_table(_docs())
+    masks_tsv = pd.DataFrame({"mask": ["remove_gender", "remove_gender", "random_gender", "random_gender"], "n_pruned": [5, 3, 5, 3]})
+    ed = editing_table(runs, masks_tsv)
+    g = ed[ed.task == "gender"].set_index("condition")
+    assert list(g.index) == ["original", "remove", "random"] and set(g["entry"]) == {"gender"}
+    assert g.loc["remove", "mean"] == pytest.approx(0.6) and g.loc["remove", "delta"] == pytest.approx(-0.3)
+    assert g.loc["random", "n"] == 6 and g.loc["random", "mean"] == pytest.approx(0.86)  # two draws x three seeds pooled
+    assert g.loc["original", "ci_low"] < 0.9 < g.loc["original", "ci_high"]
+    assert list(g["n_neurons_removed"]) == [0, 8, 8]
+    s = ed[ed.task == "speaker_linear_utter"].set_index("condition")
+    assert s.loc["remove", "delta_by_gender_M"] == pytest.approx(-0.5) and s.loc["remove", "delta_by_gender_F"] == pytest.approx(-0.3)
+    pr = pruning_table(runs)
+    assert set(pr["method"]) == {"norm", "protected_norm"}
+    norm = pr[(pr.task == "gender") & (pr.method == "norm")]
+    assert list(norm["sparsity"]) == [0.0, 0.2, 0.5] and norm["mean"].to_numpy() == pytest.approx([0.9, 0.88, 0.7])
+    assert list(norm["effective_params"]) == [900, 900, 600] and list(norm["stored_params"]) == [1000, 600, 600]
+    assert norm["delta"].to_numpy() == pytest.approx([0.0, -0.02, -0.2])
+    for fig in (editing_figure(ed), pruning_figure(pr), editing_figure(ed.iloc[:0]), pruning_figure(pr.iloc[:0])):
+        plt.close(fig)

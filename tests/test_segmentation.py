@@ -39,6 +39,33 @@ def test_r_value_no_predictions():
     assert s.f1 == 0.0 and math.isnan(s.precision)
 
 
+def test_r_value_over_segmented():
+    # every reference found, plus one extra boundary inside each of the 3 segments: HR = 1, OS = 1
+    ref = np.array([10, 20, 30])
+    pred = np.array([5, 10, 15, 20, 25, 30])
+    s = seg.SegmentationScore.compute(pred, ref, tolerance=1)
+    assert (s.hits, s.n_pred, s.n_ref) == (3, 6, 3)
+    assert s.hit_rate == 1.0 and s.over_segmentation == 1.0
+    # r1 = sqrt(0 + 1) = 1, r2 = (-1 + 1 - 1)/sqrt2 -> R = 1 - (1 + 1/sqrt2)/2
+    assert s.r_value == pytest.approx(1 - (1 + 1 / math.sqrt(2)) / 2)
+    assert s.precision == 0.5 and s.recall == 1.0 and s.f1 == pytest.approx(2 / 3)
+    # over-segmenting costs R even though recall is perfect: fewer extras score higher
+    fewer = seg.SegmentationScore.compute(np.array([5, 10, 20, 30]), ref, tolerance=1)
+    assert 1.0 > fewer.r_value > s.r_value
+
+
+def test_r_value_empty_boundary_lists():
+    # no reference boundaries: every rate dividing by N_ref is undefined (NaN), not a fake 0 or 1
+    s = seg.SegmentationScore.compute(np.array([], dtype=int), np.array([], dtype=int), tolerance=1)
+    assert (s.hits, s.n_pred, s.n_ref) == (0, 0, 0)
+    assert all(math.isnan(v) for v in (s.hit_rate, s.over_segmentation, s.r_value, s.precision, s.f1))
+    s = seg.SegmentationScore.compute(np.array([4, 9]), np.array([], dtype=int), tolerance=1)
+    assert s.hits == 0 and s.n_pred == 2 and s.precision == 0.0 and math.isnan(s.r_value)
+    # an empty utterance adds nothing to the micro-average
+    full = seg.SegmentationScore.compute(np.array([3, 8]), np.array([3, 8]), tolerance=1)
+    assert seg.SegmentationScore.total([full, seg.SegmentationScore(0, 0, 0)]).r_value == pytest.approx(1.0)
+
+
 def test_r_value_formula_general_case():
     s = seg.SegmentationScore(hits=3, n_pred=6, n_ref=4)
     hr, os_ = 0.75, 0.5
@@ -198,6 +225,26 @@ def test_attention_rows_as_features():
         start += n
     b = seg.detect_boundaries(A, alpha=0.2, beta=1.0)
     assert b.tolist() == [6, 15]
+
+
+def test_block_diagonal_attention_recovered_with_noise_and_scored():
+    # Noisy block-diagonal maps (rows still sum to 1), tuned and scored as the workflow does.
+    rng = np.random.default_rng(4)
+    items = []
+    for lengths in ([6, 9, 7], [5, 8, 4, 10], [12, 7]):
+        T = sum(lengths)
+        A = np.full((T, T), 0.02 / T)
+        start = 0
+        for n in lengths:
+            A[start : start + n, start : start + n] += 0.98 / n
+            start += n
+        A *= rng.uniform(0.9, 1.1, size=A.shape)
+        A /= A.sum(1, keepdims=True)
+        items.append((A, np.cumsum(lengths)[:-1]))
+    alphas = seg.alpha_grid(items, factors=(0.25, 0.5, 1.0))
+    a, b = seg.tune(alphas, [0.6, 0.8, 1.0], items)
+    s = seg.score(items, a, b)
+    assert (s.hits, s.n_pred, s.n_ref) == (6, 6, 6) and s.r_value == pytest.approx(1.0)
 
 
 def test_mfcc_features_on_frame_grid():

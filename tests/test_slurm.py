@@ -9,22 +9,19 @@ tables equal those of a local run of the same config (the shared ``tiny_run``).
 """
 from __future__ import annotations
 
-import json
-import math
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from collections import Counter
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import yaml
 
 from tests.cluster.slurm_cluster import SlurmCluster, SlurmUnavailable, ensure_slurm_installed
+from tests.outputs import assert_same_outputs
 
 pytestmark = [pytest.mark.slow, pytest.mark.workflow]
 
@@ -36,14 +33,6 @@ PROFILE = REPO / "profiles" / "slurm"
 PARTITION = "sdtest"
 LOCAL_CORES = 2   # the local `tiny_run` (tests/conftest.py) runs with --cores 2
 SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+) \(log: (.+?)\)\.")
-# Directories whose content records how a run went, not what it computed.
-RUN_RECORDS = {"logs", "benchmarks", ".snakemake"}
-TABLES = {".parquet", ".tsv", ".csv", ".json"}
-# Names of keys and columns that may measure the run (wall clock, host, process) rather than
-# the result: such a value may differ between the runs. Everything else must be equal.
-TIMING = re.compile(r"second|minute|_ms$|latency|throughput|speed|rtf|elapsed|wall|runtime|duration|time|"
-                    r"date|created|started|finished|host|pid|cpu|rss|vms|uss|pss|peak|memory|mean_load|"
-                    r"io_in|io_out|^s$", re.I)
 
 
 # ------------------------------------------------------------------ fixtures
@@ -125,86 +114,6 @@ def fitting_overrides(jobs, cluster: SlurmCluster) -> list[str]:
             "--set-resources", *(f"{rule}:mem_mb={mb}" for rule, mb in sorted(mem.items()))]
 
 
-def table_files(root: Path) -> dict[str, Path]:
-    files = {}
-    for top in ("results", "resources"):
-        for path in sorted((root / top).rglob("*")):
-            rel = path.relative_to(root)
-            if path.is_file() and not RUN_RECORDS & set(rel.parts) and not path.name.startswith(".snakemake"):
-                files[str(rel)] = path
-    return files
-
-
-def read_table(path: Path, workdir: Path):
-    """A table as a DataFrame (parquet, tsv, csv) or a JSON value, with ``workdir`` replaced by a placeholder."""
-    if path.suffix == ".json":
-        return json.loads(path.read_text().replace(str(workdir), "<WORKDIR>"))
-    if path.suffix == ".parquet":
-        return pd.read_parquet(path)
-    frame = pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",")
-    return frame.replace(str(workdir), "<WORKDIR>", regex=True)
-
-
-def assert_same_frame(x: pd.DataFrame, y: pd.DataFrame, where: str) -> None:
-    """Equal frames (floats to 1e-6), except that timing-named columns may differ."""
-    try:
-        pd.testing.assert_frame_equal(x, y, check_exact=False, rtol=1e-6, atol=1e-9, obj=where)
-    except AssertionError:
-        timing = [c for c in x.columns if TIMING.search(str(c))]
-        if not timing or list(x.columns) != list(y.columns):
-            raise
-        pd.testing.assert_frame_equal(x.drop(columns=timing), y.drop(columns=timing), check_exact=False,
-                                      rtol=1e-6, atol=1e-9, obj=f"{where} (timing columns {timing} aside)")
-
-
-def assert_same_json(a, b, where: str, timing: bool = False) -> None:
-    """Equal JSON values (floats to 1e-6); leaves under a timing-named key may differ."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        assert a.keys() == b.keys(), f"{where}: keys differ: {sorted(a.keys() ^ b.keys())}"
-        for k in a:
-            assert_same_json(a[k], b[k], f"{where}.{k}", timing or bool(TIMING.search(str(k))))
-    elif isinstance(a, list) and isinstance(b, list):
-        assert len(a) == len(b) or timing, f"{where}: lengths differ ({len(a)} vs {len(b)})"
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same_json(x, y, f"{where}[{i}]", timing)
-    elif timing:
-        return
-    elif isinstance(a, float) or isinstance(b, float):
-        assert isinstance(a, (int, float)) and isinstance(b, (int, float)) and (
-            math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9) or (math.isnan(a) and math.isnan(b))), \
-            f"{where}: {a!r} != {b!r}"
-    else:
-        assert a == b, f"{where}: {a!r} != {b!r}"
-
-
-def run_independent_name(rel: str) -> str:
-    """A file name with the run's date, epoch seconds and host replaced (s3prl names its
-    ``args_<date>.yaml``, ``config_<date>.yaml`` and ``events.out.tfevents.<epoch>.<host>`` so)."""
-    rel = re.sub(r"\d{4}-\d{2}-\d{2}[-_T]\d{2}[-:]\d{2}[-:]\d{2}", "<DATE>", rel)
-    rel = re.sub(r"\d{9,}", "<EPOCH>", rel)
-    return rel.replace(f".{socket.gethostname()}", ".<HOST>")
-
-
-def assert_same_outputs(local: Path, cluster_run: Path) -> int:
-    """Same output files; same content of every table (parquet, tsv, csv, json). Returns the table count."""
-    a, b = table_files(local), table_files(cluster_run)
-    names_a, names_b = Counter(map(run_independent_name, a)), Counter(map(run_independent_name, b))
-    assert names_a == names_b, ("output files differ between the local and the SLURM run: "
-                                f"only local {sorted((names_a - names_b).elements())}, "
-                                f"only SLURM {sorted((names_b - names_a).elements())}")
-    n = 0
-    for rel in a:
-        if Path(rel).suffix not in TABLES or rel not in b:
-            continue
-        x, y = read_table(a[rel], local), read_table(b[rel], cluster_run)
-        if isinstance(x, pd.DataFrame):
-            assert_same_frame(x, y, rel)
-        else:
-            assert_same_json(x, y, rel)
-        n += 1
-    return n
-
-
 # ------------------------------------------------------------------ the test
 
 def test_tiny_workflow_on_slurm_matches_local_run(tiny_run, slurm_cluster, tmp_path):
@@ -212,9 +121,9 @@ def test_tiny_workflow_on_slurm_matches_local_run(tiny_run, slurm_cluster, tmp_p
     env = cluster_env(cluster)
     workdir = tmp_path / "slurm_run"
     workdir.mkdir()
-    # The synthesizer is not bit-reproducible run to run (Praat's "Change gender" PSOLA draws
-    # unseeded random pulses), so both runs must share the corpus for their tables to match:
-    # the SLURM run starts from the local run's synthetic corpora and computes the rest.
+    # The synthesis is bit-reproducible (seeded per utterance; tests/test_determinism.py), so
+    # sharing it only saves time: the SLURM run starts from the local run's synthetic corpora
+    # and computes the rest.
     for corpus in synthetic_corpora():
         shutil.copytree(tiny_run / "resources" / "corpora" / corpus, workdir / "resources" / "corpora" / corpus,
                         symlinks=True)
@@ -269,7 +178,7 @@ def test_tiny_workflow_on_slurm_matches_local_run(tiny_run, slurm_cluster, tmp_p
     main_log = "".join(p.read_text() for p in (workdir / ".snakemake" / "log").glob("*.snakemake.log"))
     assert all(f"SLURM jobid {i} " in main_log for i in slurm_ids), "job ids missing in .snakemake/log"
 
-    tables = assert_same_outputs(tiny_run, workdir)
+    tables = assert_same_outputs(tiny_run, workdir, names=("local", "SLURM"))
     assert tables > 0, "no tables to compare"
     print(f"SLURM run: {len(slurm_ids)} jobs (SLURM ids {min(map(int, slurm_ids))}-{max(map(int, slurm_ids))}, "
           f"{dict(remote)}) in {elapsed:.0f} s; {tables} tables equal the local run's")

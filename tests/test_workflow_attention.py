@@ -216,6 +216,73 @@ def test_head_masks(run, config):
             assert (ranked["layer"].iloc[0], ranked["head"].iloc[0]) == (top["layer"], top["head"])
 
 
+@pytest.mark.workflow
+@pytest.mark.slow
+def test_segmentation_summary(run, config):
+    workdir, upstream, corpus = run
+    summary = pd.read_csv(workdir / "results" / "attention" / "segmentation_summary.tsv", sep="\t")
+    assert set(summary["upstream"]) == set(config["analysis_upstreams"])
+    mine = summary[summary["upstream"] == upstream].set_index("feature")
+    assert list(mine.index) == ["attention (best head)", "hidden state (best layer)", "MFCC"]
+    table = pd.read_csv(_att(run, "segmentation.tsv"), sep="\t")
+    doc = json.loads(_att(run, "segmentation.json").read_text())
+    # the same rows segmentation.json reports as chosen on the tuning split
+    for label, key in (("attention (best head)", "best_attention"), ("hidden state (best layer)", "best_hidden"), ("MFCC", "mfcc")):
+        row, ref = mine.loc[label], doc[key]
+        assert math.isclose(row["r_value"], ref["r_value"], rel_tol=1e-3), label
+        assert math.isclose(row["tune_r_value"], ref["tune_r_value"], rel_tol=1e-3), label
+        for col in ("layer", "head"):
+            assert (pd.isna(row[col]) and ref[col] is None) or int(row[col]) == ref[col], (label, col)
+    for col in ("hit_rate", "precision", "recall", "f1"):
+        assert summary[col].dropna().between(0, 1).all(), col
+    assert (mine["n_ref"] == table["n_ref"].iloc[0]).all()  # one reference boundary set for every feature
+
+
+@pytest.mark.workflow
+@pytest.mark.slow
+def test_head_pruning_curves(run, config):
+    workdir, upstream, corpus = run
+    heads = (config.get("pruning") or {}).get("heads") or {}
+    if upstream not in heads.get("upstreams", config["pruning"].get("upstreams", [])) or not heads.get("rankings"):
+        pytest.skip("the tiny config prunes no heads of this upstream")
+    rankings, tasks = heads["rankings"], heads["tasks"]
+    fractions = sorted({float(f) for f in heads["fractions"] if float(f) > 0})
+    curves = pd.read_csv(_att(run, "head_pruning.tsv"), sep="\t")
+    assert len(curves) == len(tasks) * len(rankings) * (len(fractions) + 1)
+    index = pd.read_csv(_att(run, "head_masks/index.tsv"), sep="\t")
+    for task in tasks:
+        docs = {}
+        for ranking in rankings:
+            c = curves[(curves["task"] == task) & (curves["ranking"] == ranking)].sort_values("fraction")
+            assert c["fraction"].tolist() == [0.0] + fractions
+            assert c["variant"].tolist() == ["original"] + [f"heads-{ranking}_{f:g}" for f in fractions]
+            for f, variant, n_removed, mean, lo, hi, n in zip(c["fraction"], c["variant"], c["n_removed"], c["mean"],
+                                                               c["ci_low"], c["ci_high"], c["n"]):
+                path = workdir / "results" / upstream / "downstream" / task / variant / "results.json"
+                doc = docs.setdefault(variant, json.loads(path.read_text()))
+                scores = [r["score"] for r in doc["runs"]]
+                assert n == len(scores) == len(config["downstream"]["seeds"])
+                assert math.isclose(mean, float(np.mean(scores)), rel_tol=1e-4, abs_tol=1e-6)
+                assert lo <= mean <= hi
+                if f > 0:  # the variant's mask is the one head_masks wrote, and its heads are really zeroed
+                    k = index[(index["ranking"] == ranking) & np.isclose(index["fraction"], f)]["n_removed"].iloc[0]
+                    assert n_removed == k
+                    spec = json.loads((workdir / "results" / upstream / "variants" / f"{variant}.json").read_text())
+                    assert spec["parameters"]["effective"] < spec["base_parameters"]["stored"]  # heads gone
+            base = c[c["fraction"] == 0]
+            assert np.allclose(c["loss"], (float(base["mean"].iloc[0]) - c["mean"]) * 100, atol=1e-3)
+    out = pd.read_csv(_att(run, "head_pruning_fractions.tsv"), sep="\t")
+    assert len(out) == len(tasks) * len(rankings)
+    max_loss = float(heads.get("max_loss", 1.0))
+    for r in out.itertuples():
+        c = curves[(curves["task"] == r.task) & (curves["ranking"] == r.ranking)].sort_values("fraction")
+        within = c[c["fraction"] <= r.max_fraction]
+        assert (within["loss"] <= max_loss + 1e-3).all()
+        above = c[c["fraction"] > r.max_fraction]
+        assert above.empty or above["loss"].iloc[0] > max_loss - 1e-3
+    _figures(run, "head_pruning")
+
+
 def test_attention_figures_smoke(tmp_path):
     """The figure functions draw from synthetic inputs (fast; no workflow)."""
     from speechdissect.attention import HeadMetrics, PhoneRelations

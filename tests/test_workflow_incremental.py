@@ -51,7 +51,8 @@ def test_property_neuron_threshold_reruns_only_the_neuron_branch(tiny_run, tmp_p
     assert not set(jobs) & UPSTREAM_RULES, jobs
     assert jobs == {
         "property_neurons": 1, "neuron_geometry": 1, "neuron_figures": 1, "neuron_mds_figure": 3, "neuron_masks": 1,
-        "make_variant": 2, "s3prl_downstream": 2, "downstream_summary": 2, "provenance": 1, "all": 1,
+        "neuron_models_figure": 1, "neuron_editing_summary": 1,  # models side by side; editing / pruning summary
+        "make_variant": 3, "s3prl_downstream": 3, "downstream_summary": 2, "provenance": 1, "all": 1,  # + edit-random_gender
     }
 
 

@@ -158,18 +158,31 @@ def test_geometry(neuron_run):
     geometry = pd.read_csv(d / "geometry.tsv", sep="\t")
     coords = pd.read_csv(d / "mds_coords.tsv", sep="\t", keep_default_na=False, na_values={"mds_1": [""], "mds_2": [""]})
     assert len(geometry) == meta["n_layers"] * len(props) * len(sets)
-    for col in ("silhouette_mds", "silhouette_probability"):
+    for col in ("silhouette_mds", "silhouette_vectors"):
         s = geometry[col].dropna()
         assert ((s >= -1) & (s <= 1)).all()
-    assert (geometry.loc[geometry.neuron_set == "all", "n_neurons"] == meta["d_ffn"]).all()
+    rep = ncfg.get("geometry", {}).get("representation", "binary")
+    assert (geometry["representation"] == rep).all()
+    assert (geometry.loc[geometry.neuron_set == "all", "n_set"] == meta["d_ffn"]).all()
+    condition = {"phone_type": "phone", "gender": "phone_gender", "pitch": "phone_pitch"}
+    from sklearn.metrics import silhouette_score
     for _, g in geometry.iterrows():
         if g.neuron_set == "property":
-            assert g.n_neurons == len(found[str(g.layer)][g.property]["all"])
+            assert g.n_set == len(found[str(g.layer)][g.property]["all"])
         pts = coords[(coords.layer == g.layer) & (coords.property == g.property) & (coords.neuron_set == g.neuron_set)]
         assert len(pts) == g.n_rows
         assert set(pts["group"]) <= set(GROUPS[g.property][1])
+        if g.neuron_set == "all" and rep == "binary":
+            # coordinates = neurons above chance (p > tau / d_ffn) in at least one of the mapped rows
+            probs = np.load(d / "probabilities" / f"{condition[g.property]}.npy")[g.layer]
+            index = _read_index(d / "probabilities" / f"{condition[g.property]}.tsv")
+            col, groups = GROUPS[g.property]
+            rows = index[col].astype(str).isin(groups).to_numpy()
+            assert g.n_neurons == int((probs[rows] > meta["chance"]).any(axis=0).sum()) <= g.n_set
         if g.n_neurons > 0 and g.n_rows > 1:
             assert pts[["mds_1", "mds_2"]].notna().all().all()
+            if 2 <= pts["group"].nunique() < len(pts):  # the silhouette is the one of the 2-D points
+                np.testing.assert_allclose(g.silhouette_mds, silhouette_score(pts[["mds_1", "mds_2"]], pts["group"]), atol=1e-4)
 
 
 @pytest.mark.workflow
@@ -201,6 +214,9 @@ def test_masks(neuron_run):
     found = json.loads((d / "property_neurons.json").read_text())
     table = pd.read_csv(d / "masks" / "masks.tsv", sep="\t", keep_default_na=False)
     names = [f"remove_{e.split(':')[0]}" + (f"-{e.split(':')[1]}" if ":" in e else "") for e in remove]
+    draws = int(mcfg.get("random_draws", 1))
+    randoms = {n.replace("remove_", "random_", 1) + (f"_r{k}" if k else ""): n for n in names for k in range(draws)}
+    names += list(randoms)
     names += [f"{m}_{float(s):g}" for m in methods for s in sparsities]
     assert list(dict.fromkeys(table["mask"])) == names
 
@@ -219,6 +235,10 @@ def test_masks(neuron_run):
             if name.startswith("remove_"):
                 entry = remove[names.index(name)]
                 assert pruned == neuron_set(entry, layer)
+            elif name in randoms:  # random control: as many neurons per layer as its removal, other neurons
+                entry = remove[names.index(randoms[name])]
+                assert len(pruned) == len(neuron_set(entry, layer))
+                assert rows.loc[layer, "kind"] == "random_remove"
             else:
                 method, s = name.rsplit("_", 1)
                 protected = set().union(*(neuron_set(e, layer) for e in protect_entries))
@@ -244,7 +264,7 @@ def _toy_tables(n_layers=3, d=40, seed=0):
                           columns=["layer", "property", "group", "n_rows", "n_group_neurons", "n_property_neurons"])
     geometry = pd.DataFrame([(layer, prop, s, 5, d, 0.1, rng.uniform(-1, 1), np.nan if s == "property" else rng.uniform(-1, 1))
                              for layer in range(n_layers) for prop in GROUPS for s in ("all", "property")],
-                            columns=["layer", "property", "neuron_set", "n_rows", "n_neurons", "stress", "silhouette_mds", "silhouette_probability"])
+                            columns=["layer", "property", "neuron_set", "n_rows", "n_neurons", "stress", "silhouette_mds", "silhouette_vectors"])
     coords = pd.DataFrame([(layer, "phone_type", "all", p, c, c, *rng.normal(size=2))
                            for layer in range(n_layers) for p, c in phones],
                           columns=["layer", "property", "neuron_set", "phone", "phone_class", "group", "mds_1", "mds_2"])
@@ -271,7 +291,8 @@ def test_figure_functions_on_toy_tables():
     figs = [sorted_probabilities(probs, index, "AH", chance=0.05), counts_per_layer(counts, d_ffn=40),
             silhouette_per_layer(geometry), mds_scatter(coords, "phone_type", scores=geometry),
             mds_scatter(coords, "gender"),  # nothing to draw: a note, not an error
-            silhouette_per_layer(geometry.assign(silhouette_mds=np.nan, silhouette_probability=np.nan))]
+            silhouette_per_layer(geometry.assign(silhouette_mds=np.nan, silhouette_vectors=np.nan)),
+            silhouette_per_layer(geometry.assign(representation="probability"))]
     for fig in figs:
         assert isinstance(fig, Figure)
         plt.close(fig)

@@ -6,8 +6,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from speechdissect.cache import ActivationCache
-from speechdissect.convexity import graph_convexity
-from speechdissect.downstream.aggregate import mean_ci
+from speechdissect.convexity import EXACT_MAX_N, graph_convexity, knn_graph
+from speechdissect.stats import mean_ci
 from speechdissect.labels import read_label_table, write_atomic, write_text_atomic
 from speechdissect.logs import setup_logging
 from speechdissect.regions import PROPERTIES, balanced_sample, phone_points, unit_points
@@ -27,6 +27,7 @@ n_hidden = cache.meta["kinds"]["hidden"]
 rows = []
 for layer in tqdm(range(n_hidden), desc="convexity per layer", unit="layer"):
     units = {p: unit_points(cache, labels, layer, p) for p in properties if p != "phone"}
+    graphs = {}  # (property, sample) -> exact kNN graph: a repeat drawing the same units (all of them) reuses it
     for rep in range(repeats):
         for prop in properties:
             rep_seed = seed + 1000 * rep + layer
@@ -36,7 +37,11 @@ for layer in tqdm(range(n_hidden), desc="convexity per layer", unit="layer"):
                 feats, names = units[prop]
                 pick = balanced_sample(names, per_class[prop], np.random.default_rng(rep_seed))
                 x, y = feats[pick], names[pick]
-            res = graph_convexity(x, y, n_neighbors=cfg.get("n_neighbors", 10), max_paths=cfg.get("max_paths", 5000), seed=rep_seed)
+            k, graph = cfg.get("n_neighbors", 10), None
+            if prop != "phone" and 0 < len(y) <= EXACT_MAX_N:  # the exact graph does not depend on the seed
+                key = (prop, pick.tobytes())
+                graph = graphs[key] = graphs.get(key) or knn_graph(x, k, method="exact")
+            res = graph_convexity(x, y, n_neighbors=k, max_paths=cfg.get("max_paths", 5000), seed=rep_seed, graph=graph)
             rows.append({"layer": layer, "property": prop, "repeat": rep, "score": res.score,
                          "n_points": len(y), "n_classes": len(set(y)), "n_unreachable": res.n_unreachable})
 scores = pd.DataFrame(rows)

@@ -32,6 +32,9 @@ entry = checkpoint_entry(snakemake.output.ckpt)
 load_upstream(entry, snakemake.output.ckpt)  # the variant must load through s3prl before anything trains on it
 counts = parameter_counts(out)
 log.info("%s: %s parameters (%s effective; base %s)", variant, counts["stored"], counts["effective"], parameter_counts(base)["stored"])
+ffn = out["speechdissect"].get("ffn_pruning")  # physically pruned FFN: widths, and zero-padded slots if layers differ
+if ffn:
+    log.info("%s: FFN width %d -> %d; %s", variant, ffn["d_ffn"], ffn["width"], ffn["note"])
 write_text_atomic(snakemake.output.spec, json.dumps({
     "upstream": snakemake.wildcards.upstream, "variant": variant, "applied": applied, "entry": entry,
-    "ckpt": snakemake.output.ckpt, "parameters": counts, "base_parameters": parameter_counts(base)}, indent=2))
+    "ckpt": snakemake.output.ckpt, "parameters": counts, "base_parameters": parameter_counts(base), "ffn_pruning": ffn}, indent=2))

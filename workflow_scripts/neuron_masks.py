@@ -8,7 +8,7 @@ import torch
 from speechdissect.labels import write_atomic, write_text_atomic
 from speechdissect.logs import setup_logging
 from speechdissect.neurons import (ffn_dims, mask_to_json, masks_from_json, model_neuron_norms, n_pruned, prune_mask,
-                                   remove_neurons_mask)
+                                   random_removal_mask, remove_neurons_mask)
 from speechdissect.upstreams.registry import describe, load_upstream
 
 log = setup_logging(snakemake.log[0])
@@ -24,11 +24,12 @@ paths = describe(model)["paths"]
 # FFN module names relative to a layer: fc1/fc2 (HuBERT, wav2vec 2.0, WavLM), intermediate.dense/output.dense (Mockingjay)
 fc1, fc2 = (paths[k].split("[{i}].", 1)[1] for k in ("ffn_fc1", "ffn_fc2"))
 dims = ffn_dims(model, fc1, fc2)
-norms = model_neuron_norms(model, criterion=p.criterion, fc1_name=fc1, fc2_name=fc2)
+norms = model_neuron_norms(model, criterion=p.criterion, p=p.norm_order, fc1_name=fc1, fc2_name=fc2)
 if sorted(dims) != sorted(int(layer) for layer in found):
     raise ValueError(f"{snakemake.input.json} has layers {sorted(found)} but {spec['upstream']} has FFN layers {sorted(dims)}; "
                      "the property neurons come from another model: rerun neuron_probabilities")
-log.info("%s: %d FFN layers of widths %s (%s / %s), norm criterion %s", spec["upstream"], len(dims), sorted(set(dims.values())), fc1, fc2, p.criterion)
+log.info("%s: %d FFN layers of widths %s (%s / %s), norm criterion %s, L%g", spec["upstream"], len(dims), sorted(set(dims.values())),
+         fc1, fc2, p.criterion, p.norm_order)
 
 
 def property_set(entry):
@@ -45,6 +46,9 @@ for entry in p.protect:
 masks = {}
 for name, entry in p.removals.items():
     masks[name] = ({"kind": "remove", "method": name, "property": entry, "sparsity": None}, remove_neurons_mask(property_set(entry)))
+    for draw, random_name in enumerate(p.random_removals[name]):  # control: as many random neurons per layer
+        masks[random_name] = ({"kind": "random_remove", "method": random_name, "property": entry, "sparsity": None},
+                              random_removal_mask(masks[name][1], seed=p.seed, draw=draw))
 for job in p.prune:
     mask = prune_mask(job["method"], norms, job["sparsity"], protect=protect if job["method"].startswith("protected") else None,
                       seed=p.seed, strict=p.strict)

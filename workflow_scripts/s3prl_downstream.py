@@ -1,4 +1,4 @@
-"""Rule s3prl_downstream: train and test one task on a frozen upstream variant, every seed, with s3prl's runner."""
+"""Rules s3prl_downstream / s3prl_finetune: train and test one task on a frozen (fine-tuned) upstream variant, every seed, with s3prl's runner."""
 import json
 from pathlib import Path
 
@@ -16,6 +16,8 @@ results = run_seeds(
     expdirs=[expdir / f"seed{s}" for s in seeds], seeds=seeds, steps=snakemake.params.steps,
     device=snakemake.params.device, name=snakemake.wildcards.upstream, variant=snakemake.wildcards.variant,
     threads=snakemake.threads,
+    finetune=getattr(snakemake.params, "finetune", False),  # s3prl_finetune: upstream trained too
+    upstream_lr=getattr(snakemake.params, "upstream_lr", None),
 )
 for r in results:
     log.info("%s %s %s seed %s: score %.4f (%.1f s)", snakemake.wildcards.upstream, snakemake.wildcards.variant,

@@ -27,9 +27,72 @@ def attention_targets():
         targets += [f"{d}/{name}" for name in (
             "metrics.tsv", "metrics.png", "examples.png", "segmentation.tsv", "segmentation.png",
             "phone_relations.tsv", "phone_relations.png", "concentration.png", "head_masks/index.tsv")]
-    return targets
+    if ANALYSIS_UPSTREAMS:
+        targets.append("results/attention/segmentation_summary.tsv")
+    return targets + head_pruning_targets()
 
 
 
 def att_cache(split):
     return lambda wc: cache_dir(wc.upstream, split, wc.corpus)
+
+
+
+def _check_head_pruning_tasks(tasks):
+    from speechdissect.downstream.tasks import TASKS
+
+    bad = [t for t in tasks if t not in TASKS]
+    if bad:
+        raise ValueError(f"config key pruning.heads.tasks: unknown downstream task(s) {bad}; valid tasks: {sorted(TASKS)}")
+    return tasks
+
+
+
+def _upstream_family(name):
+    """Family of a configured upstream trained here (pretrain / finetune), None for hub / local entries."""
+    spec = UPSTREAMS[name]
+    if spec["source"] == "finetune":
+        return _upstream_family(spec["base"])
+    if spec["source"] == "pretrain":
+        return spec.get("family")
+    return None
+
+
+
+def _check_head_pruning_upstream(name):
+    key = "pruning.heads.upstreams" if "upstreams" in _PRUNE_HEADS else "pruning.upstreams"
+    if name not in UPSTREAMS:
+        raise ValueError(f"config key {key}: {name!r} is not defined under upstreams: {sorted(UPSTREAMS)}")
+    family = _upstream_family(name)
+    if family != "hubert":
+        what = f"a {family} checkpoint" if family else f"a {UPSTREAMS[name]['source']} upstream (no checkpoint of its own here)"
+        raise ValueError(
+            f"config key {key}: head pruning of {name!r} is not supported: it is {what}, and head-pruned "
+            "variants are made by zeroing the out_proj columns of a hubert_local checkpoint trained by this "
+            "workflow (speechdissect/variants.py; Mockingjay checkpoints are not supported). Use upstreams of "
+            "family hubert there (e.g. mini_hubert, mini_hubert_ft), or set pruning.heads.upstreams to "
+            "choose the head-pruned upstreams apart from the other pruning studies.")
+
+
+
+def head_pruning_jobs(upstream=None):
+    """(upstream, task, variant) of the head-pruning curves: the original plus every ranking x fraction > 0."""
+    jobs = []
+    for u in HEAD_PRUNING_UPSTREAMS if upstream is None else [upstream]:
+        for task in HEAD_PRUNING_GRID["tasks"]:
+            jobs.append((u, task, "original"))
+            jobs += [(u, task, f"heads-{r}_{fraction_tag(f)}")
+                     for r in HEAD_PRUNING_GRID["rankings"] for f in HEAD_PRUNING_GRID["fractions"]]
+    return jobs
+
+
+
+def head_pruning_inputs(wildcards):
+    """The downstream results the head-pruning curves of one upstream are drawn from."""
+    return {"results": [f"results/{u}/downstream/{t}/{v}/results.json" for u, t, v in head_pruning_jobs(wildcards.upstream)]}
+
+
+
+def head_pruning_targets():
+    return [att_out(name).format(upstream=u, corpus=ANALYSIS_CORPUS) for u in HEAD_PRUNING_UPSTREAMS
+            for name in ("head_pruning.tsv", "head_pruning_fractions.tsv", "head_pruning.png")]

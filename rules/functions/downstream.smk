@@ -36,11 +36,8 @@ def variant_inputs(wildcards):
 def downstream_jobs():
     """(upstream, task, variant) of every evaluation the config asks for."""
     jobs = [(u, t, "original") for u in DS_UPSTREAMS for t in DS_TASKS]
+    jobs += head_pruning_jobs()  # pruning.heads: rankings x fractions x tasks (+ the original) on its upstreams
     for u in PRUNING.get("upstreams", []):
-        heads = PRUNING.get("heads", {})
-        for ranking in heads.get("rankings", []):
-            for fraction in heads.get("fractions", []):
-                jobs += [(u, t, f"heads-{ranking}_{fraction_tag(fraction)}") for t in heads.get("tasks", [])]
         ffn = PRUNING.get("ffn", {})
         for method in ffn.get("methods", []):
             for sparsity in ffn.get("sparsities", []):
@@ -48,6 +45,8 @@ def downstream_jobs():
         edit = PRUNING.get("edit", {})
         for entry in edit.get("remove", []):
             jobs += [(u, t, f"edit-{removal_method(entry)}") for t in edit.get("tasks", [])]
+            if edit.get("random", True):  # control: as many random neurons per layer (neurons.masks.random_draws draws)
+                jobs += [(u, t, f"edit-{name}") for name in random_removal_names(entry) for t in edit.get("tasks", [])]
         layers = PRUNING.get("layers", {})
         for task, prop in layers.get("tasks", {}).items():
             jobs.append((u, task, f"convex-{prop}"))

@@ -6,6 +6,8 @@
   from attention rows or MFCCs, R-value scoring and (alpha, beta) tuning.
 * :mod:`.relations` — phone relation maps ``P`` and concentration ``C``.
 * :mod:`.ranking` — head removal orders and cumulative head masks for pruning.
+* :mod:`.pruning` — head-pruning curves (downstream score vs removed fraction)
+  and the largest fraction reached within a loss budget.
 """
 
 from .metrics import (
@@ -20,6 +22,7 @@ from .metrics import (
     row_entropy,
     verticality,
 )
+from .pruning import head_variant, max_fraction_within, parse_head_variant, pruning_curves
 from .ranking import DEFAULT_REMOVE_FIRST, RANKINGS, head_mask, head_masks, n_removed, rank_heads
 from .relations import CMU39, PhoneRelations, one_hot, relation_sums
 from .segmentation import (
@@ -38,6 +41,7 @@ from .segmentation import (
     pairwise_distances,
     reference_boundaries,
     score,
+    segmentation_summary,
     tune,
 )
 
@@ -58,6 +62,10 @@ __all__ = [
     "head_masks",
     "n_removed",
     "rank_heads",
+    "head_variant",
+    "max_fraction_within",
+    "parse_head_variant",
+    "pruning_curves",
     "CMU39",
     "PhoneRelations",
     "one_hot",
@@ -77,5 +85,6 @@ __all__ = [
     "pairwise_distances",
     "reference_boundaries",
     "score",
+    "segmentation_summary",
     "tune",
 ]

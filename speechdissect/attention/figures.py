@@ -29,6 +29,7 @@ __all__ = [
     "segmentation_curve",
     "relation_maps",
     "concentration_heatmap",
+    "pruning_curves_figure",
 ]
 
 #: Axis/panel labels of the per-head scores.
@@ -271,5 +272,52 @@ def concentration_heatmap(table: pd.DataFrame, title: str = "", phones: Sequence
     ax.set_ylabel("head")
     if title:
         ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def pruning_curves_figure(curves: pd.DataFrame, title: str = "", max_loss: float | None = 1.0,
+                          points_per_unit: float = 100.0):
+    """Downstream score against the fraction of heads removed, one panel per task, one line per ranking.
+
+    Parameters
+    ----------
+    curves
+        Output of :func:`speechdissect.attention.pruning.pruning_curves` for one
+        upstream: ``task``, ``metric``, ``higher_is_better``, ``ranking``,
+        ``fraction``, ``mean``, ``ci_low``, ``ci_high`` (fraction 0 = original).
+    max_loss
+        Draw the band edge ``original ∓ max_loss`` points as a dotted line (None: no line).
+    points_per_unit
+        Points per unit of the score (100: percentage points).
+    """
+    tasks = list(dict.fromkeys(curves["task"]))
+    rankings = list(dict.fromkeys(curves["ranking"]))
+    palette = dict(zip(rankings, sns.color_palette("colorblind", len(rankings))))
+    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(4.2 * max(1, len(tasks)) + 1.2, 3.4), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        part = curves[curves["task"] == task].sort_values(["ranking", "fraction"])
+        sns.lineplot(part, x="fraction", y="mean", hue="ranking", hue_order=rankings, palette=palette,
+                     marker="o", errorbar=None, ax=ax, legend=ax is axes[0, 0])
+        for ranking, g in part.groupby("ranking", sort=False):
+            if g["ci_low"].notna().any():
+                ax.fill_between(g["fraction"], g["ci_low"], g["ci_high"], color=palette[ranking], alpha=0.15, lw=0)
+        original = part.loc[part["fraction"] == 0, "mean"]
+        if max_loss is not None and len(original):
+            higher = bool(part["higher_is_better"].iloc[0]) if "higher_is_better" in part else True
+            edge = float(original.iloc[0]) - (1 if higher else -1) * max_loss / points_per_unit
+            ax.axhline(edge, color="0.3", ls=":", lw=1)
+            ax.text(0.99, edge, f"{max_loss:g} point{'s' if max_loss != 1 else ''} {'below' if higher else 'above'} original",
+                    transform=ax.get_yaxis_transform(), ha="right", va="bottom" if higher else "top", fontsize=6, color="0.3")
+        metric = str(part["metric"].iloc[0]) if "metric" in part else "score"
+        ax.set_title(task)
+        ax.set_xlabel("fraction of heads removed (0 = original)")
+        ax.set_ylabel(f"test {metric} (mean, 95% CI)")
+        ax.set_xticks(sorted(part["fraction"].unique()))
+    if axes[0, 0].get_legend() is not None:
+        sns.move_legend(axes[0, 0], "upper left", bbox_to_anchor=(0.0, -0.22), ncol=min(len(rankings), 5),
+                        frameon=False, title="ranking (removal order)")
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     return fig

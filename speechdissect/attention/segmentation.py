@@ -81,6 +81,8 @@ __all__ = [
     "alpha_grid",
     "mel_filterbank",
     "mfcc_features",
+    "SUMMARY_COLUMNS",
+    "segmentation_summary",
 ]
 
 Centre = Literal["frame", "gap"]
@@ -542,3 +544,47 @@ def mfcc_features(
         sd = ceps.std(axis=0)
         ceps = (ceps - ceps.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
     return ceps.astype(np.float32)
+
+
+# --------------------------------------------------------------------------- summary across upstreams
+
+#: Columns of :func:`segmentation_summary`.
+SUMMARY_COLUMNS = ["upstream", "feature", "layer", "head", "alpha", "beta", "hit_rate", "over_segmentation",
+                   "precision", "recall", "f1", "r_value", "tune_r_value", "hits", "n_pred", "n_ref"]
+_SUMMARY_FEATURES = {"attention": "attention (best head)", "hidden": "hidden state (best layer)", "mfcc": "MFCC"}
+
+
+def segmentation_summary(tables: "dict[str, pd.DataFrame]") -> pd.DataFrame:
+    """Best attention head, best hidden state and MFCC per upstream, chosen on the tuning split.
+
+    Parameters
+    ----------
+    tables
+        upstream -> its segmentation table (one row per feature, with
+        ``feature``, ``layer``, ``head``, ``tune_r_value`` (R on the tuning
+        split) and the report-split scores ``hit_rate, over_segmentation,
+        precision, recall, f1, r_value, hits, n_pred, n_ref``, ``alpha``, ``beta``).
+
+    Returns
+    -------
+    One row per (upstream, feature kind), kinds in the order attention, hidden,
+    MFCC; ``feature`` is a readable label ("attention (best head)", ...). The
+    head / layer of a kind is the one with the highest R on the tuning split
+    (first on ties), so the report split is never used for the choice.
+    """
+    rows = []
+    for upstream, table in tables.items():
+        for kind, label in _SUMMARY_FEATURES.items():
+            t = table[table["feature"] == kind]
+            if t.empty:
+                continue
+            best = t.loc[t["tune_r_value"].astype(float).fillna(-np.inf).idxmax()]
+            row = {"upstream": upstream, "feature": label}
+            for col in SUMMARY_COLUMNS[2:]:
+                v = best.get(col, np.nan)
+                row[col] = None if (col in ("layer", "head") and pd.isna(v)) else v
+            rows.append(row)
+    out = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    for col in ("layer", "head"):
+        out[col] = out[col].astype("Int64")
+    return out

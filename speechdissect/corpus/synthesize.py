@@ -59,6 +59,7 @@ import os
 import shutil
 import subprocess
 import time
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -301,6 +302,7 @@ def transform_wave(
     level_db: float = -1.0,
     out_sr: int = SAMPLE_RATE,
     n_out: int | None = None,
+    seed: int | None = None,
 ) -> np.ndarray:
     """Turn one voice into another without moving any event in time.
 
@@ -322,6 +324,10 @@ def transform_wave(
         Output sample rate (sox ``rate -v``).
     n_out
         Exact output length; default ``round(len(wave) * out_sr / sr)``.
+    seed
+        Seed of Praat's random generator for this call (PSOLA draws random pulses in
+        unvoiced stretches): the same seed gives a bit-identical output. None leaves
+        Praat's generator as it is (not reproducible).
 
     Returns
     -------
@@ -337,7 +343,13 @@ def transform_wave(
 
         snd = parselmouth.Sound(x, sampling_frequency=sr)
         new_median = 0.0 if pitch_median is None else float(pitch_median)
-        out = call(snd, "Change gender", 60, 600, float(formant_ratio), new_median, float(pitch_range), 1.0)
+        if seed is not None:
+            parselmouth.praat.run(f"random_initializeWithSeedUnsafelyButPredictably ({int(seed)})")
+        try:
+            out = call(snd, "Change gender", 60, 600, float(formant_ratio), new_median, float(pitch_range), 1.0)
+        finally:
+            if seed is not None:
+                parselmouth.praat.run("random_initializeSafelyAndUnpredictably ()")
         x = out.values[0].astype(np.float64)
     x = _sox_filter(x, sr, out_sr, eq_freq, eq_gain_db, bass_db, treble_db)
     if len(x) >= n_out:
@@ -376,7 +388,13 @@ def _sox_filter(x: np.ndarray, sr: int, out_sr: int, eq_freq: float, eq_gain_db:
     return np.frombuffer(proc.stdout, dtype="<f4").astype(np.float64)
 
 
-def speaker_transform(wave: np.ndarray, sr: int, spec: SpeakerSpec, n_out: int | None = None) -> np.ndarray:
+def utterance_seed(seed: int, utterance: str) -> int:
+    """A per-utterance seed from the corpus seed and the utterance id (independent of worker and order)."""
+    return zlib.crc32(f"{int(seed)}:{utterance}".encode()) & 0x7FFFFFFF
+
+
+def speaker_transform(wave: np.ndarray, sr: int, spec: SpeakerSpec, n_out: int | None = None,
+                      seed: int | None = None) -> np.ndarray:
     """:func:`transform_wave` with a pseudo-speaker's settings (the F0 of diphone voices is set in Festival)."""
     info = VOICES[spec.voice]
     pitch = None
@@ -394,6 +412,7 @@ def speaker_transform(wave: np.ndarray, sr: int, spec: SpeakerSpec, n_out: int |
         treble_db=spec.treble_db,
         level_db=spec.level_db,
         n_out=n_out,
+        seed=seed,
     )
 
 
@@ -413,13 +432,13 @@ def _tick() -> None:
             _COUNTER.value += 1
 
 
-def _render_chunk(job: tuple[dict, list[dict], str, str]) -> list[dict]:
+def _render_chunk(job: tuple[dict, list[dict], str, str, int]) -> list[dict]:
     """Synthesize one speaker's chunk of utterances into the (temporary) corpus tree."""
     import soundfile as sf
 
     from speechdissect.pitch import frame_f0
 
-    spec_d, utts, root_s, work_s = job
+    spec_d, utts, root_s, work_s, seed = job
     spec = SpeakerSpec(**spec_d)
     info = VOICES[spec.voice]
     root, work = Path(root_s), Path(work_s)
@@ -430,19 +449,19 @@ def _render_chunk(job: tuple[dict, list[dict], str, str]) -> list[dict]:
     renders = render_sentences([u["text"] for u in utts], spec.voice, work, names=[u["utterance"] for u in utts], **kwargs)
     out = []
     for u, r in zip(utts, renders):
-        out.append(_finish_utterance(u, r, spec, root, sf, frame_f0))
+        out.append(_finish_utterance(u, r, spec, root, sf, frame_f0, utterance_seed(seed, u["utterance"])))
         r.wav_path.unlink(missing_ok=True)
         r.wav_path.with_suffix(".lab").unlink(missing_ok=True)
         _tick()
     return out
 
 
-def _finish_utterance(u: dict, r: Rendering, spec: SpeakerSpec, root: Path, sf, frame_f0) -> dict:
+def _finish_utterance(u: dict, r: Rendering, spec: SpeakerSpec, root: Path, sf, frame_f0, seed: int) -> dict:
     wave, sr = sf.read(str(r.wav_path), dtype="float64", always_2d=True)
     wave = wave.mean(axis=1)
     last_end = r.segments[-1].end
     n_out = max(int(round(len(wave) * SAMPLE_RATE / sr)), int(math.ceil(last_end * SAMPLE_RATE - 1e-6)))
-    y = speaker_transform(wave, sr, spec, n_out=n_out)
+    y = speaker_transform(wave, sr, spec, n_out=n_out, seed=seed)
     segments = list(r.segments)
     if segments[-1].phone == "pau":  # the final pause covers the tail of the wave
         segments[-1] = Segment("pau", segments[-1].start, n_out / SAMPLE_RATE)
@@ -493,7 +512,8 @@ def synthesize_corpus(
     words_per_sentence
         (min, max) words per sentence, inclusive.
     seed
-        Seeds speakers, sentences and splits: the same arguments give the same corpus.
+        Seeds speakers, sentences, splits and (per utterance, see :func:`utterance_seed`)
+        Praat's PSOLA: the same arguments give a bit-identical corpus.
     splits
         Split name → fraction of each regular speaker's utterances.
     n_heldout, heldout_split
@@ -544,7 +564,7 @@ def synthesize_corpus(
             rows = plan[plan["speaker"] == spec.speaker].to_dict("records")
             for c in range(0, len(rows), max(1, chunk_size)):
                 work = tmp / "_work" / f"{spec.speaker}-{c // max(1, chunk_size)}"
-                jobs_list.append((asdict(spec), rows[c : c + chunk_size], str(tmp), str(work)))
+                jobs_list.append((asdict(spec), rows[c : c + chunk_size], str(tmp), str(work), seed))
         # slt chunks are the slowest: start them first so the two workers finish together
         jobs_list.sort(key=lambda j: VOICES[j[0]["voice"]].kind != "hts")
         results = _run_jobs(jobs_list, len(plan), jobs, progress, tqdm)

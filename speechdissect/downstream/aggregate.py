@@ -12,31 +12,10 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from speechdissect.stats import mean_ci  # noqa: F401 - re-exported (it lives in speechdissect.stats)
+
 GROUP = ("upstream", "variant", "task")
 EXTRA_MEANS = ("wall_seconds", "cpu_seconds", "train_seconds", "trainable_params", "upstream_params", "effective_params", "upstream_latency_ms")
-
-
-def mean_ci(values: Sequence[float], confidence: float = 0.95) -> dict:
-    """Mean and two-sided t-distribution confidence interval of independent runs.
-
-    Returns ``n``, ``mean``, ``std`` (ddof=1), ``sem``, ``ci_low``, ``ci_high``, ``ci_half``. With one
-    value the interval is undefined (NaN); non-finite values are dropped.
-    """
-    from scipy import stats
-
-    x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
-    n = len(x)
-    if n == 0:
-        nan = float("nan")
-        return {"n": 0, "mean": nan, "std": nan, "sem": nan, "ci_low": nan, "ci_high": nan, "ci_half": nan}
-    mean = float(x.mean())
-    if n == 1:
-        nan = float("nan")
-        return {"n": 1, "mean": mean, "std": nan, "sem": nan, "ci_low": nan, "ci_high": nan, "ci_half": nan}
-    std = float(x.std(ddof=1))
-    sem = std / math.sqrt(n)
-    half = float(stats.t.ppf(0.5 + confidence / 2, df=n - 1) * sem)
-    return {"n": n, "mean": mean, "std": std, "sem": sem, "ci_low": mean - half, "ci_high": mean + half, "ci_half": half}
 
 
 def load_results(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
@@ -52,17 +31,30 @@ def load_results(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def aggregate(results: pd.DataFrame | Sequence[Mapping], confidence: float = 0.95, value: str = "score") -> pd.DataFrame:
+def aggregate(
+    results: pd.DataFrame | Sequence[Mapping],
+    confidence: float = 0.95,
+    value: str = "score",
+    chance: Mapping[str, float | Mapping] | None = None,
+) -> pd.DataFrame:
     """Mean and CI of ``value`` over seeds per (upstream, variant, task).
 
     Columns: upstream, variant, task, metric, higher_is_better, n, mean, std, sem, ci_low, ci_high,
     ci_half, seeds, and the mean of the cost columns present (wall_seconds, trainable_params,
     upstream_params, upstream_latency_ms, ...).
+
+    ``chance`` maps a task to its chance level (a number, or the dict of
+    :func:`speechdissect.downstream.tasks.chance_level`): columns ``chance``, ``chance_kind``
+    (``majority``: majority-class accuracy of the test split; ``empty_output`` for PER) and
+    ``chance_uniform`` (1 / classes). Group scores of the results (``score_by_{key}``: a dict
+    group -> test score, e.g. ``score_by_gender`` ``{"M": .., "F": ..}``) get ``mean_by_{key}_{group}``
+    and ``ci_half_by_{key}_{group}`` columns.
     """
     df = results if isinstance(results, pd.DataFrame) else pd.DataFrame(list(results))
     missing = [c for c in (*GROUP, value) if c not in df.columns]
     if missing:
         raise ValueError(f"results lack columns {missing}")
+    by_cols = [c for c in df.columns if c.startswith(f"{value}_by_")]
     rows = []
     for key, part in df.groupby(list(GROUP), sort=True, dropna=False):
         row = dict(zip(GROUP, key))
@@ -71,6 +63,19 @@ def aggregate(results: pd.DataFrame | Sequence[Mapping], confidence: float = 0.9
             row["higher_is_better"] = bool(part["higher_is_better"].iloc[0])
         row.update(mean_ci(part[value].astype(float).tolist(), confidence))
         row["seeds"] = ",".join(str(s) for s in sorted(part["seed"].tolist())) if "seed" in part else ""
+        if chance is not None and row["task"] in chance:
+            c = chance[row["task"]]
+            c = c if isinstance(c, Mapping) else {"chance": c}
+            row["chance"] = float(c["chance"])
+            row["chance_kind"] = c.get("chance_kind", "")
+            row["chance_uniform"] = float(c.get("chance_uniform", float("nan")))
+        for col in by_cols:
+            dicts = [d for d in part[col] if isinstance(d, Mapping)]
+            for group in sorted({g for d in dicts for g in d}):
+                stats = mean_ci([float(d[group]) for d in dicts if d.get(group) is not None], confidence)
+                name = col[len(value) + 1:]  # by_gender
+                row[f"mean_{name}_{group}"] = stats["mean"]
+                row[f"ci_half_{name}_{group}"] = stats["ci_half"]
         for col in EXTRA_MEANS:
             if col in part and part[col].notna().any():
                 row[col] = float(part[col].astype(float).mean())
@@ -102,14 +107,28 @@ def write_task_tables(summary: pd.DataFrame, out_dir: str | os.PathLike) -> dict
     return paths
 
 
-def summarize(result_paths: Iterable[str | os.PathLike], out_dir: str | os.PathLike, confidence: float = 0.95) -> dict[str, Path]:
-    """Result JSONs -> one TSV per task (``out_dir/{task}.tsv``)."""
-    return write_task_tables(aggregate(load_results(result_paths), confidence), out_dir)
+def summarize(
+    result_paths: Iterable[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    confidence: float = 0.95,
+    task_data: Mapping[str, str | os.PathLike] | None = None,
+) -> dict[str, Path]:
+    """Result JSONs -> one TSV per task (``out_dir/{task}.tsv``); ``task_data`` (task -> task data dir)
+    adds the chance level of each task (see :func:`aggregate`)."""
+    chance = task_chance(task_data) if task_data else None
+    return write_task_tables(aggregate(load_results(result_paths), confidence, chance=chance), out_dir)
+
+
+def task_chance(task_data: Mapping[str, str | os.PathLike]) -> dict[str, dict]:
+    """Task -> :func:`speechdissect.downstream.tasks.chance_level` of its task data dir."""
+    from speechdissect.downstream.tasks import chance_level
+
+    return {task: chance_level(task, data) for task, data in task_data.items()}
 
 
 def plot_scores(summary: pd.DataFrame, out_path: str | os.PathLike, title: str | None = None) -> list[Path]:
     """Bar chart of mean test score with CI error bars: one panel per task, bars per variant (``original``
-    first), hue upstream.
+    first), hue upstream; a dashed line at the task's ``chance`` level when the summary has one.
 
     Writes ``out_path`` with suffixes ``.png`` and ``.svg``; returns both paths.
     """
@@ -141,6 +160,11 @@ def plot_scores(summary: pd.DataFrame, out_path: str | os.PathLike, title: str |
                 if np.isfinite(half):
                     ax.errorbar(x, mean, yerr=half, fmt="none", ecolor="black", capsize=3, lw=1)
         metric = part["metric"].iloc[0] if "metric" in part else "score"
+        if "chance" in part and part["chance"].notna().any():
+            level = float(part["chance"].dropna().iloc[0])
+            kind = str(part["chance_kind"].dropna().iloc[0]) if "chance_kind" in part and part["chance_kind"].notna().any() else ""
+            label = {"majority": "chance (majority class)", "empty_output": "chance (empty output)"}.get(kind, "chance")
+            ax.axhline(level, color="0.3", ls="--", lw=1.2, zorder=3, label=label)
         ax.set_xticks(range(len(variants)), variants, rotation=30, ha="right")
         ax.set_xlim(-0.6, len(variants) - 0.4)
         ax.set_title(task)

@@ -1,4 +1,4 @@
-"""Run s3prl downstream tasks on a frozen upstream, through s3prl's own runner.
+"""Run s3prl downstream tasks on a frozen (or fine-tuned) upstream, through s3prl's own runner.
 
 :func:`run_task` (one seed) and :func:`run_seeds` (several seeds, one process) launch a subprocess
 (``python -m speechdissect.downstream.runner SPEC.json``) that
@@ -11,6 +11,10 @@
    runner trains the expert and evaluates ``eval_dataloaders`` (dev and test) every ``eval_step``, as
    s3prl's own configs do. The frozen upstream's outputs are remembered per batch (s3prl's buckets
    are fixed groups of utterances), which changes no number but makes epochs after the first cheap.
+
+With ``finetune=True`` the upstream is trained too (s3prl's ``-f`` / ``--upstream_trainable``: the
+upstream in train mode, its parameters in the optimizer, optionally with their own learning rate
+``upstream_lr``); its outputs change every step, so nothing is remembered across batches.
 
 The test score reported is the test metric at the step with the best dev metric (what evaluating
 s3prl's ``best-states-dev.ckpt`` on test gives, without a second process), read from the tensorboard
@@ -46,6 +50,7 @@ from speechdissect.downstream.tasks import Task, build_config, check_datarc, cou
 EXIT_UPSTREAM = 3
 EXIT_LAYER = 4
 _S3PRL_OUTPUTS = ("log.log", "*.ckpt", "events.out.tfevents.*", "args_*.yaml", "config_*.yaml", "*-hyp.ark",
+                  "predictions/*.tsv",
                   "*-ref.ark", "probe.json", "result.json", "run_downstream.log", "downstream_config.yaml",
                   "launcher.json", "launcher.log")
 
@@ -110,11 +115,21 @@ def select_score(task: Task, scalars: Mapping[str, list[tuple[int, float]]]) -> 
         best_step = max(test)
     last = max(test)
     sc = task.scale
+    # group scores logged by the wrapper experts: '{test tag}_by_{grouping}/{group}' -> score_by_{grouping}
+    by: dict[str, dict[str, float]] = {}
+    prefix = task.tag(task.test_split) + "_by_"
+    for tag, vals in sorted(scalars.items()):
+        if tag.startswith(prefix) and "/" in tag[len(prefix):]:
+            grouping, group = tag[len(prefix):].split("/", 1)
+            at = dict(vals)
+            if best_step in at:
+                by.setdefault(f"score_by_{grouping}", {})[group] = at[best_step] * sc
     return {
         "score": test[best_step] * sc,
         "dev_score": dev.get(best_step, float("nan")) * sc,
         "best_step": best_step,
         "score_last": test[last] * sc,
+        **by,
         "history": {
             split: [[s, v * sc] for s, v in sorted(vals.items())]
             for split, vals in ((task.dev_split, dev), (task.test_split, test))
@@ -207,6 +222,8 @@ def run_seeds(
     latency_seconds: float = 3.0,
     feature_cache_mb: float = 4096,
     timeout: float | None = None,
+    finetune: bool = False,
+    upstream_lr: float | None = None,
 ) -> list[dict]:
     """:func:`run_task` for several seeds in one process, one s3prl experiment directory per seed.
 
@@ -233,11 +250,23 @@ def run_seeds(
         Forward passes timed (median reported) and their input length.
     feature_cache_mb : float
         Memory for remembering the frozen upstream's output per batch within the process (0 = off;
-        s3prl's buckets repeat, so this changes no number, only the time).
+        s3prl's buckets repeat, so this changes no number, only the time). Always off with
+        ``finetune``.
     timeout : float, optional
         Seconds before the subprocess is killed.
+    finetune : bool
+        Train the upstream with the downstream model (s3prl's ``-f``, ``--upstream_trainable``), as
+        fine-tuning does; ``trainable_params`` then counts the upstream's parameters too.
+    upstream_lr : float, optional
+        Learning rate of the upstream's parameters when fine-tuning (an optimizer parameter group of
+        its own; the featurizer and downstream model keep the task config's ``optimizer.lr``). None:
+        one learning rate for all, as s3prl does.
     """
     t = get_task(task)
+    if upstream_lr is not None and not finetune:
+        raise ValueError("upstream_lr needs finetune=True (a frozen upstream has no trainable parameters)")
+    if upstream_lr is not None and not float(upstream_lr) > 0:
+        raise ValueError(f"upstream_lr must be positive, got {upstream_lr!r}")
     if len(expdirs) != len(seeds) or not seeds:
         raise ValueError(f"need one expdir per seed, got {len(expdirs)} expdirs for {len(seeds)} seeds")
     if result_paths is not None and len(result_paths) != len(seeds):
@@ -266,10 +295,13 @@ def run_seeds(
             argv += ["-l", str(layer)]
         if upstream_model_config is not None:
             argv += ["-g", str(upstream_model_config)]
+        if finetune:
+            argv += ["-f"]
         runs.append({"argv": argv, "expdir": str(expdir), "seed": int(seed), "log": str(expdir / "run_downstream.log"),
                      "probe_out": str(expdir / "probe.json")})
     spec = {"latency_runs": latency_runs, "latency_seconds": latency_seconds, "threads": threads,
-            "feature_cache_mb": feature_cache_mb, "runs": runs}
+            "feature_cache_mb": 0 if finetune else feature_cache_mb, "runs": runs,
+            "upstream_lr": None if upstream_lr is None else float(upstream_lr)}
     first = Path(runs[0]["expdir"])
     spec_path = first / "launcher.json"
     write_json_atomic(spec_path, spec)
@@ -313,6 +345,10 @@ def run_seeds(
             "variant": variant,
             "seed": run["seed"],
             "layer": layer,
+            "finetune": bool(finetune),
+            "lr": float(cfg.get("optimizer", {}).get("lr", float("nan"))),
+            "upstream_lr": (float(upstream_lr) if upstream_lr is not None else
+                            float(cfg.get("optimizer", {}).get("lr", float("nan")))) if finetune else None,
             "steps": int(cfg["runner"]["total_steps"]),
             "device": device,
             "threads": threads,
@@ -325,7 +361,10 @@ def run_seeds(
             "train_seconds": probe.get("train_seconds"),
             "downstream_params": probe.get("downstream_params"),
             "featurizer_params": probe.get("featurizer_params"),
-            "trainable_params": (probe.get("downstream_params") or 0) + (probe.get("featurizer_params") or 0),
+            "upstream_trainable_params": probe.get("upstream_trainable_params", 0),
+            "upstream_updated_params": probe.get("upstream_updated_params", 0),
+            "trainable_params": (probe.get("downstream_params") or 0) + (probe.get("featurizer_params") or 0)
+            + (probe.get("upstream_trainable_params") or 0),
             "upstream_params": probe.get("upstream_params"),
             "upstream_latency_ms": probe.get("latency_ms"),
             "upstream_latency_runs_ms": probe.get("latency_runs_ms"),
@@ -431,7 +470,17 @@ def _probe_upstream(hub, spec: dict, ns: argparse.Namespace) -> dict:
     name, ckpt = ns.upstream, ns.upstream_ckpt
     entry = getattr(hub, name, None)
     if entry is None:
-        raise _ProbeError(EXIT_UPSTREAM, f"unknown s3prl upstream {name!r} (not in s3prl.hub)")
+        import difflib
+
+        try:
+            names = sorted(hub.options())
+        except Exception:  # noqa: BLE001 - fall back to the module's public names
+            names = sorted(n for n in dir(hub) if not n.startswith("_"))
+        close = difflib.get_close_matches(name, names, n=8, cutoff=0.5)
+        raise _ProbeError(EXIT_UPSTREAM, f"unknown s3prl upstream {name!r} (not in s3prl.hub). "
+                                         f"Close matches: {', '.join(close) or 'none'}. Valid names: the {len(names)} "
+                                         f"s3prl.hub entries, with a checkpoint: {', '.join(n for n in names if n.endswith('_local'))}; "
+                                         "all of them: speechdissect.upstreams.available_names()")
     try:
         model = entry(ckpt=ckpt, model_config=ns.upstream_model_config, refresh=False)
     except Exception as exc:  # noqa: BLE001 - report any loader failure clearly
@@ -557,6 +606,10 @@ def main(argv: list[str] | None = None) -> None:
     ns = _peek_args(runs[0]["argv"])
     _install_lazy_hub(ns.upstream or "")
     from s3prl import hub, run_downstream
+
+    from speechdissect.downstream.experts import install as install_experts
+
+    install_experts()  # speechdissect's wrapper experts, e.g. -d speechdissect_utterance
     from s3prl.downstream import runner as s3prl_runner
 
     try:
@@ -575,6 +628,8 @@ def main(argv: list[str] | None = None) -> None:
     shared_cache: dict = {}
     holder: dict = {}
     orig_init, orig_train = s3prl_runner.Runner.__init__, s3prl_runner.Runner.train
+    orig_get_optimizer = s3prl_runner.Runner._get_optimizer
+    upstream_lr = spec.get("upstream_lr")
 
     def init(self, *a, **k):
         orig_init(self, *a, **k)
@@ -589,7 +644,15 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             holder["train_seconds"] = time.perf_counter() - t0
 
+    def get_optimizer(self, model_params):
+        optimizer = orig_get_optimizer(self, model_params)
+        holder["optimizer"] = optimizer
+        if upstream_lr is not None and self.upstream.trainable:
+            _split_upstream_group(optimizer, self.upstream.model, float(upstream_lr))
+        return optimizer
+
     s3prl_runner.Runner.__init__, s3prl_runner.Runner.train = init, train
+    s3prl_runner.Runner._get_optimizer = get_optimizer
     _memo_audio_loading()
     original_isinstance = builtins.isinstance  # s3prl's main() wraps it once per call
     for run in runs:
@@ -614,12 +677,44 @@ def main(argv: list[str] | None = None) -> None:
         if runner is not None:
             out["downstream_params"] = int(sum(p.numel() for p in runner.downstream.model.parameters() if p.requires_grad))
             out["featurizer_params"] = int(sum(p.numel() for p in runner.featurizer.model.parameters() if p.requires_grad))
+            out["upstream_trainable_params"] = (
+                int(sum(p.numel() for p in runner.upstream.model.parameters() if p.requires_grad))
+                if runner.upstream.trainable else 0)
+            # parameters the optimizer actually stepped (s3prl's HuBERT/wav2vec2 experts freeze the CNN
+            # front-end with feature_grad_mult = 0, so they never get a gradient)
+            opt = holder.get("optimizer")
+            out["upstream_updated_params"] = (
+                int(sum(p.numel() for p in runner.upstream.model.parameters() if opt.state.get(p)))
+                if runner.upstream.trainable and opt is not None else 0)
             memo = runner.upstream.model
             if hasattr(memo, "hits"):
                 out["feature_cache"] = {"hits": memo.hits, "misses": memo.misses, "mb": memo.shared_bytes() / 2**20}
         Path(run["probe_out"]).write_text(json.dumps(out))
         del runner
         holder.clear()
+
+
+def _split_upstream_group(optimizer, upstream, lr: float) -> None:
+    """Move the upstream's parameters of a fresh ``optimizer`` into a parameter group with learning rate ``lr``.
+
+    Other settings of the group (betas, weight decay, ...) are kept; the remaining parameters keep the
+    config's learning rate. Raises ``RuntimeError`` if the optimizer already has state (a resumed run).
+    """
+    if optimizer.state:
+        raise RuntimeError("upstream_lr: the optimizer already has state (resumed run); start a fresh expdir")
+    ids = {id(p) for p in upstream.parameters()}
+    moved = []
+    for group in optimizer.param_groups:
+        keep = [p for p in group["params"] if id(p) not in ids]
+        up = [p for p in group["params"] if id(p) in ids]
+        if up:
+            group["params"] = keep
+            moved.append({**{k: v for k, v in group.items() if k != "params"}, "params": up, "lr": lr})
+    optimizer.param_groups[:] = [g for g in optimizer.param_groups if g["params"]]
+    for group in moved:
+        optimizer.add_param_group(group)
+    print(f"[speechdissect] upstream parameters: own optimizer group, lr {lr:g} "
+          f"({sum(p.numel() for g in moved for p in g['params'])} parameters)", flush=True)
 
 
 def _install_lazy_hub(name: str) -> None:

@@ -52,6 +52,7 @@ from speechdissect.frames import HOP, RECEPTIVE_FIELD, SAMPLE_RATE, n_frames
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DATARC_FILE = "datarc.yaml"
 BUCKET_CSV = "train-clean-100.csv"  # the name every LibriSpeech expert of s3prl opens
+GROUPS_FILE = "groups.tsv"  # item -> group per grouping (gender, speaker), read by speechdissect_utterance
 PHONE_CLASSES = 41  # phone_linear / phone_1hidden hard-code 41 output classes
 SILENCE_PHONES = ("sil", "spn", "sp", "", "<sil>")
 SILENCE_WORDS = ("<sil>", "sil", "", "<unk>")
@@ -80,6 +81,12 @@ EXPERT_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "speaker_linear_utter_libri": {
         "datarc": ("num_workers", "train_batch_size", "eval_batch_size", "libri_root", "split_file", "bucket_file"),
+        "modelrc": (),
+    },
+    # speechdissect.downstream.experts: speaker_linear_utter_libri + item predictions and group scores
+    "speechdissect_utterance": {
+        "datarc": ("num_workers", "train_batch_size", "eval_batch_size", "libri_root", "split_file", "bucket_file",
+                   "groups_file"),
         "modelrc": (),
     },
     "asr": {
@@ -405,7 +412,78 @@ def prepare_speaker(
     write_lines(out_dir / "test_split.txt", sorted(u.uttid for u in test))
     rows = [(u.relpath, audio_frames(u.path)) for u in sorted(train + test, key=lambda u: u.uttid)]
     write_bucket_csv(out_dir / "bucket" / BUCKET_CSV, rows)
-    return {"libri_root": Path(corpus_root).resolve(), "split_file": out_dir, "bucket_file": out_dir / "bucket"}
+    items = sorted(u.uttid for u in train + test)
+    write_groups(out_dir / GROUPS_FILE, _gender_groups(corpus_root, {u.uttid: u.speaker for u in train + test}), items)
+    return {"libri_root": Path(corpus_root).resolve(), "split_file": out_dir, "bucket_file": out_dir / "bucket",
+            "groups_file": out_dir / GROUPS_FILE}
+
+
+def _gender_groups(corpus_root, speaker_of: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """``{"gender": item -> M/F}`` when the corpus knows its speakers' genders, else no grouping."""
+    try:
+        genders = read_speaker_genders(corpus_root)
+    except TaskDataError:
+        return {}
+    return {"gender": {i: genders[s] for i, s in speaker_of.items() if genders.get(s) in ("M", "F")}}
+
+
+def read_speaker_table(corpus_root: str | os.PathLike):
+    """``speakers.tsv`` of a corpus as a DataFrame of strings (None when the corpus has none)."""
+    tsv = Path(corpus_root) / "speakers.tsv"
+    if not tsv.is_file():
+        return None
+    import pandas as pd
+
+    return pd.read_csv(tsv, sep="\t", dtype=str)
+
+
+def write_groups(path: Path, groups: Mapping[str, Mapping[str, str]], items: Iterable[str]) -> None:
+    """``groups.tsv`` for the wrapper expert: ``item`` + one column per grouping (grouping -> item -> group)."""
+    cols = sorted(groups)
+    write_lines(path, ["\t".join(["item", *cols])] + ["\t".join([i, *(groups[c].get(i, "") for c in cols)]) for i in items])
+
+
+def choose_test_speakers(
+    speakers_by_gender: Mapping[str, list[str]],
+    n_test: float | int,
+    seed: int = 0,
+    strata: Mapping[str, str] | None = None,
+    preferred: Iterable[str] = (),
+) -> set[str]:
+    """Speakers held out for a speaker-disjoint gender test: ``n_test`` per gender (an int, or a fraction of
+    the gender's speakers), at least one and at most all but one of each gender.
+
+    Within a gender, ``preferred`` speakers (e.g. the corpus's held-out speakers) come first, then the
+    others in seeded random order; with ``strata`` (speaker -> e.g. source voice) the choice takes one
+    speaker of each stratum in turn, so every stratum is held out about equally in both genders and a
+    stratum (a voice) cannot stand in for gender.
+    """
+    rng = random.Random(seed)
+    preferred = set(preferred)
+    chosen: set[str] = set()
+    for g in sorted(speakers_by_gender):
+        spk = sorted(speakers_by_gender[g])
+        if len(spk) < 2:
+            raise TaskDataError(
+                f"gender {g} has {len(spk)} speaker(s): a speaker-disjoint gender test needs 2+ speakers of "
+                "each gender (one to train on, one to test)"
+            )
+        k = int(n_test) if float(n_test) >= 1 else round(float(n_test) * len(spk))
+        k = max(1, min(len(spk) - 1, k))
+        by_stratum: dict[str, list[str]] = defaultdict(list)
+        for x in spk:
+            by_stratum[(strata or {}).get(x, "")].append(x)
+        for lst in by_stratum.values():
+            rng.shuffle(lst)
+            lst.sort(key=lambda x: x not in preferred)  # stable: preferred first, else the seeded order
+        order = sorted(by_stratum, key=lambda st: (not any(x in preferred for x in by_stratum[st]), rng.random()))
+        picked: list[str] = []
+        while len(picked) < k:
+            for st in order:
+                if by_stratum[st] and len(picked) < k:
+                    picked.append(by_stratum[st].pop(0))
+        chosen |= set(picked)
+    return chosen
 
 
 def prepare_gender(
@@ -414,57 +492,81 @@ def prepare_gender(
     *,
     seed: int = 0,
     genders: Mapping[str, str] | None = None,
-    test_splits: Iterable[str] | None = None,
-    test_fraction: float = 0.2,
+    test_speakers: float | int = 0.5,
+    stratify: str | None = "voice",
     max_per_speaker: int | None = None,
     **_,
 ) -> dict:
-    """Files for utterance gender classification with ``speaker_linear_utter_libri``.
+    """Files for utterance gender classification on unseen speakers (``speechdissect_utterance``).
 
     s3prl has no gender expert; the LibriSpeech speaker expert is a linear classifier on mean-pooled
     features whose class is the file name's prefix before the first ``-``. So the task is a label view
     of the corpus: ``audio/{G}-{uttid}.flac`` symlinks (``G`` = ``F``/``M``) make the "speaker" the
-    gender. Training uses the non-test split directories, test the test split directories, so test
-    speakers are unseen; when the test directories do not hold both genders, utterances are split at
-    random (``test_fraction``) instead.
+    gender.
+
+    The split is by speaker, so every test speaker is unseen in training: ``test_speakers`` of each
+    gender (an int, or a fraction of that gender's speakers; default half) are held out, the corpus's
+    held-out speakers (all utterances in the test split directories) first, and every utterance of a
+    speaker (any split directory, at most ``max_per_speaker``, a seeded choice) goes to that speaker's
+    side. ``stratify`` names a column of ``speakers.tsv`` (default ``voice``, the Festival voice a
+    synthetic pseudo-speaker is made from; ignored when the column is absent) whose values are held out
+    evenly within each gender: in the synthetic corpus each gender is made from all three voices, so a
+    split that left a voice mostly male in training and female in test would test voice identity, not
+    gender. With equal speakers per gender and utterances per speaker the test split is balanced.
+    ``groups.tsv`` gives each item's gender and speaker (scores per group).
     """
     genders = dict(genders) if genders is not None else read_speaker_genders(corpus_root)
     utts = scan_corpus(corpus_root)
-    missing = sorted({u.speaker for u in utts if genders.get(u.speaker, genders.get(u.uttid.split("-")[0])) is None})
+
+    def spk_of(u: Utterance) -> str:
+        return u.speaker if u.speaker in genders else u.uttid.split("-")[0]
+
+    missing = sorted({u.speaker for u in utts if genders.get(spk_of(u)) is None})
     if missing:
         raise TaskDataError(f"no gender for speakers {missing[:5]} of {corpus_root}")
 
     def g(u: Utterance) -> str:
-        value = genders.get(u.speaker, genders.get(u.uttid.split("-")[0]))
+        value = genders[spk_of(u)]
         if value not in ("M", "F"):
             raise TaskDataError(f"gender of speaker {u.speaker} is {value!r}; expected M or F")
         return value
 
     rng = random.Random(seed)
-    if max_per_speaker:
-        by_spk = defaultdict(list)
-        for u in utts:
-            by_spk[u.speaker].append(u)
-        utts = []
-        for spk in sorted(by_spk):
-            lst = sorted(by_spk[spk], key=lambda u: u.uttid)
-            rng.shuffle(lst)
-            utts += lst[:max_per_speaker]
-    test_dirs = _test_dirs(utts, test_splits)
-    test = [u for u in utts if u.split in test_dirs]
-    train = [u for u in utts if u.split not in test_dirs]
-    if {g(u) for u in test} != {"M", "F"} or {g(u) for u in train} != {"M", "F"}:
-        pool = sorted(utts, key=lambda u: u.uttid)
-        rng.shuffle(pool)
-        n_test = max(2, round(test_fraction * len(pool)))
-        test, train = pool[:n_test], pool[n_test:]
+    by_spk: dict[str, list[Utterance]] = defaultdict(list)
+    for u in utts:
+        by_spk[spk_of(u)].append(u)
+    for spk in sorted(by_spk):
+        lst = sorted(by_spk[spk], key=lambda u: u.uttid)
+        rng.shuffle(lst)
+        by_spk[spk] = sorted(lst[:max_per_speaker] if max_per_speaker else lst, key=lambda u: u.uttid)
+    speakers_by_gender: dict[str, list[str]] = defaultdict(list)
+    for spk, lst in by_spk.items():
+        speakers_by_gender[g(lst[0])].append(spk)
+    if set(speakers_by_gender) != {"M", "F"}:
+        raise TaskDataError(f"gender task needs speakers of both genders under {corpus_root}, has {sorted(speakers_by_gender)}")
+    table = read_speaker_table(corpus_root)
+    strata = None
+    if stratify and table is not None and stratify in table.columns:
+        strata = dict(zip(table["speaker"].astype(str), table[stratify].astype(str)))
+    test_dirs = _test_dirs(utts, None)
+    heldout = [spk for spk, lst in by_spk.items() if all(u.split in test_dirs for u in lst)]
+    test_spk = choose_test_speakers(speakers_by_gender, test_speakers, seed=seed, strata=strata, preferred=heldout)
+    train = [u for spk in sorted(by_spk) if spk not in test_spk for u in by_spk[spk]]
+    test = [u for spk in sorted(by_spk) if spk in test_spk for u in by_spk[spk]]
     for u in train + test:
         _symlink(u.path, out_dir / "audio" / f"{g(u)}-{u.uttid}.flac")
     write_lines(out_dir / "train_split.txt", sorted(f"{g(u)}-{u.uttid}" for u in train))
     write_lines(out_dir / "test_split.txt", sorted(f"{g(u)}-{u.uttid}" for u in test))
     rows = [(f"audio/{g(u)}-{u.uttid}.flac", audio_frames(u.path)) for u in sorted(train + test, key=lambda u: u.uttid)]
     write_bucket_csv(out_dir / "bucket" / BUCKET_CSV, rows)
-    return {"libri_root": out_dir, "split_file": out_dir, "bucket_file": out_dir / "bucket"}
+    items = sorted(f"{g(u)}-{u.uttid}" for u in train + test)
+    spk_map = {f"{g(u)}-{u.uttid}": spk_of(u) for u in train + test}
+    write_groups(out_dir / GROUPS_FILE, {"gender": {i: i.split("-")[0] for i in items}, "speaker": spk_map}, items)
+    write_lines(out_dir / "speakers_split.tsv", ["speaker\tgender\tstratum\tpart"] + [
+        f"{spk}\t{g(by_spk[spk][0])}\t{(strata or {}).get(spk, '')}\t{'test' if spk in test_spk else 'train'}"
+        for spk in sorted(by_spk)])
+    return {"libri_root": out_dir, "split_file": out_dir, "bucket_file": out_dir / "bucket",
+            "groups_file": out_dir / GROUPS_FILE}
 
 
 def word_segments(labels, silence: Iterable[str] = SILENCE_WORDS) -> list[tuple[str, str, int, int]]:
@@ -585,12 +687,16 @@ def prepare_word(
     write_lines(out_dir / "train_split.txt", sorted(lists["train"]))
     write_lines(out_dir / "test_split.txt", sorted(lists["test"]))
     write_bucket_csv(out_dir / "bucket" / BUCKET_CSV, rows)
+    items = sorted(lists["train"] + lists["test"])
+    speaker_of = {i: by_id[i.split("-", 1)[1].rsplit("_", 1)[0]].speaker for i in items}
+    write_groups(out_dir / GROUPS_FILE, _gender_groups(corpus_root, speaker_of), items)
     write_lines(
         out_dir / "classes.tsv",
         ["label\tword\tn_train\tn_test"]
         + [f"{label_of[w]}\t{w}\t{sum(s[1] == w for s in chosen['train'])}\t{sum(s[1] == w for s in chosen['test'])}" for w in vocab],
     )
-    return {"libri_root": out_dir, "split_file": out_dir, "bucket_file": out_dir / "bucket"}
+    return {"libri_root": out_dir, "split_file": out_dir, "bucket_file": out_dir / "bucket",
+            "groups_file": out_dir / GROUPS_FILE}
 
 
 # one printable, non-space character per phone; upper case (the asr dataset upper-cases transcripts)
@@ -759,6 +865,7 @@ def check_datarc(task: Task, datarc: Mapping[str, str]) -> None:
         "split_file": ("train_split.txt", "test_split.txt"),
         "bucket_file": None,
         "dict_path": None,
+        "groups_file": None,
     }
     cfg_keys = EXPERT_KEYS[task.expert]["datarc"]
     for key, files in needed.items():
@@ -774,6 +881,58 @@ def check_datarc(task: Task, datarc: Mapping[str, str]) -> None:
                 raise TaskDataError(f"task {task.name}: missing {p / f}")
     if task.expert != "asr" and not (Path(datarc["bucket_file"]) / BUCKET_CSV).is_file():
         raise TaskDataError(f"task {task.name}: missing {Path(datarc['bucket_file']) / BUCKET_CSV}")
+
+
+def item_class(name: str) -> str:
+    """Class of an utterance item of the LibriSpeech utterance experts: the file name's prefix before the
+    first ``-`` (speaker id, ``M``/``F``, ``w{k:03d}``), as ``speaker_linear_utter_libri`` reads it."""
+    return name.split("/")[-1].split(".")[0].split("-")[0]
+
+
+def class_counts(task: Task | str, data) -> Counter:
+    """Class counts of a task's test split, from its data files (``data``: task data dir, its
+    ``datarc.yaml`` or a datarc mapping): frames for the phone tasks (labels of the test utterances on
+    the grid the expert reads), items for the utterance tasks (class = file-name prefix). Not defined for
+    ``asr`` (a sequence task)."""
+    task = get_task(task) if isinstance(task, str) else task
+    datarc = load_datarc(data)
+    if task.expert in ("phone_linear", "phone_1hidden"):
+        phone_path = Path(datarc["phone_path"])
+        test = {x.strip() for x in (phone_path / "test_split.txt").read_text().splitlines() if x.strip()}
+        labels = _collapse_phone_lines(phone_path / "converted_aligned_phones.txt")
+        return Counter(i for u in test for i in labels.get(u, ()))
+    if task.expert == "asr":
+        raise ValueError(f"task {task.name}: a sequence task has no class counts")
+    names = [x.strip() for x in (Path(datarc["split_file"]) / "test_split.txt").read_text().splitlines() if x.strip()]
+    return Counter(item_class(n) for n in names)
+
+
+def chance_level(task: Task | str, data) -> dict:
+    """Chance level of a task's test metric, computed from its data files.
+
+    Classification tasks: ``chance`` is the majority-class accuracy of the test split (the accuracy of
+    always answering the most frequent test class: frames for the phone tasks, utterances or clips for
+    speaker, gender and word), ``chance_kind`` ``"majority"``; ``chance_uniform`` is 1 / classes of the
+    test split. Phone recognition (``asr``, PER): ``chance`` is 1.0, the error rate of an empty output
+    (every reference unit deleted), ``chance_kind`` ``"empty_output"``.
+
+    Returns
+    -------
+    dict
+        ``task``, ``metric``, ``chance``, ``chance_kind``, ``chance_uniform``, ``n_test`` (test frames
+        or items), ``n_classes`` (classes present in the test split), ``majority_class``.
+    """
+    task = get_task(task) if isinstance(task, str) else task
+    if task.expert == "asr":
+        return {"task": task.name, "metric": task.metric, "chance": 1.0, "chance_kind": "empty_output",
+                "chance_uniform": float("nan"), "n_test": None, "n_classes": None, "majority_class": None}
+    counts = class_counts(task, data)
+    n = sum(counts.values())
+    if not n:
+        raise TaskDataError(f"task {task.name}: empty test split in {data}")
+    top, k = counts.most_common(1)[0]
+    return {"task": task.name, "metric": task.metric, "chance": k / n, "chance_kind": "majority",
+            "chance_uniform": 1.0 / len(counts), "n_test": n, "n_classes": len(counts), "majority_class": str(top)}
 
 
 def count_train_items(task: Task, datarc: Mapping[str, str]) -> int:
@@ -837,12 +996,15 @@ register(Task("phone_linear", "phone_linear", "phone_linear.yaml", "acc", "libri
               prepare_phone, ("phone_dir",), description=_PHONE_DOC.format("linear")))
 register(Task("phone_1hidden", "phone_1hidden", "phone_1hidden.yaml", "acc", "libri_phone/{split}-acc", True,
               prepare_phone, ("phone_dir",), description=_PHONE_DOC.format("one hidden layer")))
-register(Task("speaker_linear_utter", "speaker_linear_utter_libri", "speaker_linear_utter.yaml", "acc",
+# The utterance tasks run s3prl's speaker_linear_utter_libri through its wrapper speechdissect_utterance
+# (speechdissect.downstream.experts): same model and numbers, plus test scores per group (score_by_gender).
+_UTTER = "speechdissect_utterance"
+register(Task("speaker_linear_utter", _UTTER, "speaker_linear_utter.yaml", "acc",
               "libri_speaker/{split}-acc", True, prepare_speaker,
-              description="utterance speaker ID, mean pooling + linear, accuracy"))
-register(Task("gender", "speaker_linear_utter_libri", "gender.yaml", "acc", "libri_speaker/{split}-acc", True,
+              description="utterance speaker ID, mean pooling + linear, accuracy (also per speaker gender)"))
+register(Task("gender", _UTTER, "gender.yaml", "acc", "libri_speaker/{split}-acc", True,
               prepare_gender, description="utterance gender (unseen speakers), mean pooling + linear, accuracy"))
-register(Task("word", "speaker_linear_utter_libri", "word.yaml", "acc", "libri_speaker/{split}-acc", True,
+register(Task("word", _UTTER, "word.yaml", "acc", "libri_speaker/{split}-acc", True,
               prepare_word, ("labels_dir",), description="closed-vocabulary word clips, mean pooling + linear, accuracy"))
 register(Task("ctc", "asr", "ctc.yaml", "per", "asr/{split}-uer", False, prepare_ctc, ("labels_dir",),
               dev_split="dev-clean", test_split="test-clean", scale=0.01,

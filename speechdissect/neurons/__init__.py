@@ -6,9 +6,11 @@ Pipeline, one function per step (each module's docstring states its conventions)
 2. :func:`activation_probabilities` -- per layer, streamed over the activation cache;
 3. :func:`find_property_neurons` / :func:`layer_property_neurons` -- group and property neurons,
    :func:`summary_counts` and :func:`summary_overlaps` for the tables;
-4. :func:`geometry_tables` -- MDS maps and silhouettes per layer;
+4. :func:`geometry_tables` -- MDS maps and silhouettes per layer (binary above-chance row vectors);
 5. :func:`prune_mask` / :func:`remove_neurons_mask` and :func:`prune_model_ffn` /
-   :func:`zero_model_ffn` -- pruning and editing masks applied to a torch model.
+   :func:`zero_model_ffn` -- pruning and editing masks applied to a torch model
+   (:func:`random_removal_mask`: the random control of an edit);
+6. :mod:`.editing` -- editing / pruning summaries of the downstream results.
 
 ``masks`` and ``geometry`` import torch / scikit-learn; they are loaded lazily so
 the statistics can be computed without either.
@@ -56,7 +58,7 @@ from .property import (
 from .sampling import SKIP_PHONES, align_to_cache, phone_segments, sample_middle_frames
 
 _LAZY = {
-    "geometry": ("layer_geometry", "geometry_tables", "mds_embedding", "silhouette", "row_groups"),
+    "geometry": ("REPRESENTATIONS", "layer_geometry", "geometry_tables", "mds_embedding", "silhouette", "row_groups", "row_vectors"),
     "masks": (
         "Mask",
         "PRUNE_METHODS",
@@ -69,6 +71,7 @@ _LAZY = {
         "n_pruned",
         "keep_all",
         "remove_neurons_mask",
+        "random_removal_mask",
         "norm_prune_mask",
         "protected_norm_prune_mask",
         "random_prune_mask",

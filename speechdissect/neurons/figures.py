@@ -29,6 +29,8 @@ __all__ = [
     "GROUP_COLOURS",
     "counts_per_layer",
     "mds_scatter",
+    "models_side_by_side",
+    "models_table",
     "pick_phone",
     "silhouette_per_layer",
     "sorted_probabilities",
@@ -161,19 +163,21 @@ def counts_per_layer(counts: pd.DataFrame, properties: Sequence[str] | None = No
 
 
 def silhouette_per_layer(geometry: pd.DataFrame):
-    """Silhouette of each property's groups per layer, in the 2-D MDS map and in probability space.
+    """Silhouette of each property's groups per layer, in the 2-D MDS map and in the row-vector space.
 
     Parameters
     ----------
     geometry
         :func:`~speechdissect.neurons.geometry.geometry_tables` scores
-        (``layer, property, neuron_set, silhouette_mds, silhouette_probability``).
+        (``layer, property, neuron_set, silhouette_mds, silhouette_vectors``; optional ``representation``).
     """
-    tidy = geometry.melt(id_vars=["layer", "property", "neuron_set"], value_vars=["silhouette_mds", "silhouette_probability"],
+    rep = str(geometry["representation"].iloc[0]) if "representation" in geometry and len(geometry) else "binary"
+    vec_space = "binary vectors 1[p > chance]" if rep == "binary" else f"{rep} vectors"
+    tidy = geometry.melt(id_vars=["layer", "property", "neuron_set"], value_vars=["silhouette_mds", "silhouette_vectors"],
                          var_name="space", value_name="silhouette")
-    tidy["space"] = tidy["space"].map({"silhouette_mds": "2-D MDS map", "silhouette_probability": "probability space"})
+    tidy["space"] = tidy["space"].map({"silhouette_mds": "2-D MDS map", "silhouette_vectors": vec_space})
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True, squeeze=False)
-    for ax, space in zip(axes[0], ["2-D MDS map", "probability space"]):
+    for ax, space in zip(axes[0], ["2-D MDS map", vec_space]):
         sub = tidy[tidy["space"] == space]
         if sub["silhouette"].notna().sum() == 0:
             _empty(ax, "silhouette undefined\n(too few rows or groups, or empty neuron sets)")
@@ -219,23 +223,28 @@ def mds_scatter(coords: pd.DataFrame, prop: str, neuron_set: str = "all", scores
     flat = axes.ravel()
     if not layers:
         _empty(flat[0], f"no MDS map for {spec.name} / {neuron_set}")
+    best = None
+    if scores is not None:
+        mine = scores[(scores["property"] == spec.name) & (scores["neuron_set"] == neuron_set)]
+        if mine["silhouette_mds"].notna().any():
+            best = int(mine.loc[mine["silhouette_mds"].idxmax(), "layer"])
     for ax, layer in zip(flat, layers):
         pts = sub[sub["layer"] == layer]
         title = f"layer {layer}"
         if scores is not None:
             s = scores[(scores["layer"] == layer) & (scores["property"] == spec.name) & (scores["neuron_set"] == neuron_set)]
             if len(s):
-                title += f"  (silhouette {s['silhouette_mds'].iloc[0]:.2f})"
+                title += f"  (silhouette {s['silhouette_mds'].iloc[0]:.2f})" + ("  best" if layer == best else "")
         if pts[["mds_1", "mds_2"]].isna().all().all():
             _empty(ax, "empty neuron set")
-            ax.set_title(title, fontsize=9)
+            ax.set_title(title, fontsize=9, fontweight="bold" if layer == best else "normal")
             continue
         sns.scatterplot(pts, x="mds_1", y="mds_2", hue="group", hue_order=list(spec.groups),
                         palette=[GROUP_COLOURS.get(g, "0.5") for g in spec.groups], s=22, ax=ax, legend=False)
         if label_points and "phone" in pts.columns:
             for x, y, ph in zip(pts["mds_1"], pts["mds_2"], pts["phone"]):
                 ax.annotate(str(ph), (x, y), fontsize=5, xytext=(2, 2), textcoords="offset points", color="0.25")
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title, fontsize=9, fontweight="bold" if layer == best else "normal")
         ax.set_xlabel("MDS 1")
         ax.set_ylabel("MDS 2")
         ax.set_aspect("equal", adjustable="datalim")
@@ -243,5 +252,69 @@ def mds_scatter(coords: pd.DataFrame, prop: str, neuron_set: str = "all", scores
         ax.axis("off")
     handles = [plt.Line2D([], [], marker="o", ls="", color=GROUP_COLOURS.get(g, "0.5"), label=GROUP_LABELS.get(g, g)) for g in spec.groups]
     fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8, frameon=False)
-    fig.suptitle(f"{spec.name}: MDS of activation probabilities ({neuron_set} neurons)", fontsize=10)
+    rep = str(scores["representation"].iloc[0]) if scores is not None and "representation" in scores and len(scores) else None
+    what = {"binary": "above-chance neurons (binary)", "probability": "activation probabilities"}.get(rep, "neuron vectors")
+    fig.suptitle(f"{spec.name}: MDS of {what} ({neuron_set} neurons)", fontsize=10)
+    return fig
+
+
+def models_table(counts: dict[str, pd.DataFrame], geometry: dict[str, pd.DataFrame], d_ffn: dict[str, int],
+                 neuron_set: str = "all") -> pd.DataFrame:
+    """Tidy ``upstream, layer, property, n_property_neurons, share_property_neurons, silhouette_mds`` of several models.
+
+    Parameters
+    ----------
+    counts, geometry
+        Upstream -> its ``counts.tsv`` / ``geometry.tsv`` table.
+    d_ffn
+        Upstream -> FFN width (the share is ``n_property_neurons / d_ffn``).
+    neuron_set
+        Neuron set whose silhouette is shown.
+    """
+    frames = []
+    for up, c in counts.items():
+        tot = c[c["group"] == "all"][["layer", "property", "n_group_neurons", "n_property_neurons"]]
+        g = geometry[up]
+        g = g[g["neuron_set"] == neuron_set][["layer", "property", "silhouette_mds"]]
+        t = tot.merge(g, on=["layer", "property"], how="outer")
+        t.insert(0, "upstream", up)
+        t["d_ffn"] = int(d_ffn[up])
+        t["share_property_neurons"] = t["n_property_neurons"] / t["d_ffn"]
+        frames.append(t)
+    cols = ["upstream", "layer", "property", "d_ffn", "n_group_neurons", "n_property_neurons", "share_property_neurons", "silhouette_mds"]
+    return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
+
+
+def models_side_by_side(table: pd.DataFrame, properties: Sequence[str] | None = None):
+    """Property neurons (share of the layer) and MDS silhouette per layer, one line per upstream, one column per property.
+
+    Parameters
+    ----------
+    table
+        :func:`models_table` output.
+    properties
+        Properties to show, in order (default: those in ``table``).
+    """
+    props = list(dict.fromkeys(table["property"])) if properties is None else list(properties)
+    fig, axes = plt.subplots(2, max(1, len(props)), figsize=(3.6 * max(1, len(props)), 5.6), squeeze=False, sharex="col")
+    if not props:
+        _empty(axes[0, 0], "no neuron results")
+    for j, prop in enumerate(props):
+        sub = table[table["property"] == prop].assign(share=lambda t: 100 * t["share_property_neurons"])
+        for i, (col, label) in enumerate((("share", "property neurons (% of layer)"), ("silhouette_mds", "silhouette (2-D MDS)"))):
+            ax = axes[i, j]
+            if sub[col].notna().sum() == 0:
+                _empty(ax, f"no {label}")
+                continue
+            sns.lineplot(sub, x="layer", y=col, hue="upstream", style="upstream", markers=True, dashes=False, ax=ax)
+            ax.set_ylabel(label if j == 0 else "")
+            ax.set_title(f"{prop}: {label.split(' (')[0]}")
+            ax.set_xticks(sorted(sub["layer"].dropna().unique()))
+            if i == 1:
+                ax.axhline(0, lw=0.6, color="0.5")
+            if (i, j) != (0, len(props) - 1) and ax.get_legend() is not None:
+                ax.get_legend().remove()
+            elif ax.get_legend() is not None:
+                ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.tight_layout()
     return fig

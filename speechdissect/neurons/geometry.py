@@ -1,27 +1,32 @@
-"""Layer-wise MDS maps and silhouette scores of activation-probability vectors.
+"""Layer-wise MDS maps and silhouette scores of the phone rows' neuron vectors.
 
 Each row of a probability table (a phone, or a phone under a gender / pitch
-condition) is a point whose coordinates are its activation probabilities over
-a neuron set (all neurons, or e.g. the property neurons). Lin et al. (2024)
-show these points with MDS, coloured by group, and measure how well the groups
-separate with the silhouette score.
+condition) is a point. As in Lin et al. (2024), its coordinates are by default
+the *binary* vector ``1[p > baseline]`` (the neuron is more likely than chance,
+``baseline = tau / d_ffn``, to fire for the row) over the neurons of a neuron
+set (all neurons, or e.g. the property neurons) that pass the baseline in at
+least one of the mapped rows. ``representation='probability'`` uses the
+activation probabilities themselves over the whole neuron set instead. The
+points are shown with MDS, coloured by group, and the silhouette score
+measures how well the groups separate.
 
 Conventions
 -----------
-* Distances are Euclidean between probability vectors restricted to the
-  neuron set; metric MDS (SMACOF) runs on those precomputed distances with
-  ``random_state=seed``, ``init='random'`` and ``n_init`` restarts, on one
-  thread: the same inputs give the same map.
+* Distances are Euclidean between the row vectors; metric MDS (SMACOF) runs
+  on those precomputed distances with ``random_state=seed``, ``init='random'``
+  and ``n_init`` restarts, on one thread: the same inputs give the same map.
 * The MDS map is then put in a canonical pose (centred, rotated onto its
   principal axes, each axis flipped so that the first row's coordinate is
   >= 0) so that maps of different layers are drawn comparably. Pose does not
   change distances or silhouettes.
-* Two silhouettes are reported: ``silhouette_mds`` in the 2-D map and
-  ``silhouette_probability`` in the restricted probability space itself. They
-  are NaN when undefined (fewer than 2 groups, every row its own group, or an
-  empty neuron set).
+* Two silhouettes are reported: ``silhouette_mds`` on the 2-D MDS points (the
+  paper's score) and ``silhouette_vectors`` in the space of the row vectors
+  themselves (binary or probability). They are NaN when undefined (fewer than
+  2 groups, every row its own group, or no neuron left).
+* ``n_neurons`` is the number of coordinates (binary: neurons of the set above
+  chance in some row), ``n_set`` the size of the neuron set.
 * Rows whose group is not one of the property's groups (e.g. silence) are
-  left out.
+  left out before anything is computed.
 """
 
 from __future__ import annotations
@@ -35,7 +40,10 @@ from sklearn.manifold import MDS
 from sklearn.metrics import pairwise_distances, silhouette_score
 from tqdm.auto import tqdm
 
-from .property import PROPERTIES, PropertySpec, get_property
+from .property import PROPERTIES, PropertySpec, get_property, meaningful
+
+REPRESENTATIONS: tuple[str, ...] = ("binary", "probability")
+"""Row vectors the maps are made of: ``1[p > baseline]`` (the paper's) or ``p``."""
 
 
 def restrict(probs: np.ndarray, neurons: np.ndarray | None) -> np.ndarray:
@@ -46,6 +54,41 @@ def restrict(probs: np.ndarray, neurons: np.ndarray | None) -> np.ndarray:
     neurons = np.asarray(neurons)
     cols = np.flatnonzero(neurons) if neurons.dtype == bool else neurons.astype(np.int64)
     return probs[:, cols]
+
+
+def row_vectors(
+    probs: np.ndarray,
+    neurons: np.ndarray | None = None,
+    representation: str = "binary",
+    baseline: float | None = None,
+) -> np.ndarray:
+    """The rows' coordinates: binary ``1[p > baseline]`` over the set's neurons above chance in any row, or ``p``.
+
+    Parameters
+    ----------
+    probs
+        ``[n_rows, d_ffn]`` activation probabilities.
+    neurons
+        Neuron set (boolean mask or indices); None = all neurons.
+    representation
+        ``'binary'`` (default, Lin et al.) or ``'probability'``.
+    baseline
+        Chance level ``tau / d_ffn``; required for ``'binary'``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``[n_rows, n_coordinates]`` float64.
+    """
+    x = restrict(probs, neurons)
+    if representation == "probability":
+        return x
+    if representation != "binary":
+        raise ValueError(f"unknown representation {representation!r}; choose from {REPRESENTATIONS}")
+    if baseline is None:
+        raise ValueError("the binary representation needs baseline= (the chance level tau / d_ffn)")
+    b = meaningful(x, baseline)
+    return b[:, b.any(axis=0)].astype(np.float64)
 
 
 def _mds_kwargs(n_components: int, seed: int, n_init: int, max_iter: int) -> dict:
@@ -84,14 +127,14 @@ def mds_embedding(
     n_init: int = 4,
     max_iter: int = 300,
 ) -> tuple[np.ndarray, float]:
-    """Metric MDS map of the rows' probability vectors over a neuron set.
+    """Metric MDS map of row vectors (Euclidean distances), optionally restricted to a neuron set.
 
     Parameters
     ----------
     probs
-        ``[n_rows, d_ffn]`` activation probabilities.
+        ``[n_rows, n_features]`` row vectors (see :func:`row_vectors`).
     neurons
-        Neuron set (boolean mask or indices); None = all neurons.
+        Column subset (boolean mask or indices); None = all columns.
     n_components
         Map dimensions.
     seed, n_init, max_iter
@@ -141,6 +184,8 @@ def layer_geometry(
     n_components: int = 2,
     n_init: int = 4,
     max_iter: int = 300,
+    representation: str = "binary",
+    baseline: float | None = None,
 ) -> tuple[pd.DataFrame, dict]:
     """MDS map and silhouettes of one property's rows in one layer.
 
@@ -154,31 +199,37 @@ def layer_geometry(
         Neuron set (mask or indices); None = all neurons.
     seed, n_components, n_init, max_iter
         MDS settings (see :func:`mds_embedding`).
+    representation, baseline
+        Row vectors (see :func:`row_vectors`); ``baseline`` (= ``tau / d_ffn``)
+        is required for the default ``'binary'``.
 
     Returns
     -------
     coords, scores
         The kept rows of ``index`` plus ``group`` and ``mds_1..mds_n``;
-        a dict with ``n_rows, n_neurons, stress, silhouette_mds,
-        silhouette_probability``.
+        a dict with ``representation, n_rows, n_set, n_neurons, stress,
+        silhouette_mds, silhouette_vectors``.
     """
     spec = get_property(prop)
     groups = row_groups(index, spec)
     keep = np.array([g is not None for g in groups], dtype=bool)
     p = np.asarray(probs)[keep]
     labels = groups[keep].astype(str)
-    x = restrict(p, neurons)
-    coords, stress = mds_embedding(p, neurons, n_components=n_components, seed=seed, n_init=n_init, max_iter=max_iter)
+    n_set = restrict(p[:1], neurons).shape[1]
+    x = row_vectors(p, neurons, representation=representation, baseline=baseline)
+    coords, stress = mds_embedding(x, n_components=n_components, seed=seed, n_init=n_init, max_iter=max_iter)
     out = index[keep].reset_index(drop=True)
     out["group"] = labels
     for j in range(n_components):
         out[f"mds_{j + 1}"] = coords[:, j]
     scores = {
+        "representation": representation,
         "n_rows": int(keep.sum()),
+        "n_set": int(n_set),
         "n_neurons": int(x.shape[1]),
         "stress": stress,
         "silhouette_mds": silhouette(coords, labels),
-        "silhouette_probability": silhouette(x, labels),
+        "silhouette_vectors": silhouette(x, labels),
     }
     return out, scores
 
@@ -208,7 +259,8 @@ def geometry_tables(
     progress
         Show a tqdm bar over layers.
     **kwargs
-        Passed to :func:`layer_geometry` (``n_components``, ``n_init``, ``max_iter``).
+        Passed to :func:`layer_geometry` (``n_components``, ``n_init``, ``max_iter``,
+        ``representation``, ``baseline``).
 
     Returns
     -------

@@ -11,14 +11,15 @@ Conventions
 -----------
 * Sparsity is per layer: a layer of ``d_ffn`` neurons loses exactly
   ``round(s * d_ffn)`` (half up) neurons.
-* Norm criterion (``criterion='group'``, the default): the L2 norm of all the
-  parameters removed together with neuron ``j`` -- row ``j`` of ``fc1.weight``,
-  ``fc1.bias[j]`` and column ``j`` of ``fc2.weight`` -- i.e. the magnitude
-  importance of a structured neuron group (as in torch-pruning's
+* Norm criterion (``criterion='group'``, ``p=1``, the default): the L1 norm of
+  all the parameters removed together with neuron ``j``,
+  ``score_j = ||fc1.weight[j, :]||_1 + |fc1.bias[j]| + ||fc2.weight[:, j]||_1``,
+  as the pruning code of Lin et al. (2024) scores neurons. ``p=2`` gives the
+  L2 magnitude of the structured group instead (torch-pruning's
   ``MagnitudeImportance``). Alternatives: ``'fc1'`` (row of ``fc1.weight``,
   the neuron's key), ``'fc2'`` (column of ``fc2.weight``, its value),
-  ``'product'`` (their product). Lowest norm is pruned first; ties go to the
-  lower neuron index (stable sort).
+  ``'product'`` (their product). Lowest score is pruned first, the same
+  number in every layer; ties go to the lower neuron index (stable sort).
 * Protected pruning never prunes a protected neuron; the lowest-norm
   unprotected neurons are pruned until the sparsity is reached. If there are
   too few unprotected neurons it raises (``strict=True``) or prunes all of
@@ -64,7 +65,7 @@ def neuron_norms(
     fc2_weight: torch.Tensor | np.ndarray,
     fc1_bias: torch.Tensor | np.ndarray | None = None,
     criterion: str = "group",
-    p: float = 2.0,
+    p: float = 1.0,
 ) -> np.ndarray:
     """Per-neuron weight norm, the importance used by norm-based FFN pruning.
 
@@ -79,7 +80,7 @@ def neuron_norms(
     criterion
         ``'group'``, ``'fc1'``, ``'fc2'`` or ``'product'`` (module docstring).
     p
-        Norm order.
+        Norm order (1: the authors' L1 score, see the module docstring).
 
     Returns
     -------
@@ -232,6 +233,35 @@ def random_prune_mask(
     return mask
 
 
+def random_removal_mask(reference: Mapping[int, np.ndarray], seed: int = 0, draw: int = 0) -> Mask:
+    """The control of an editing mask: remove as many uniformly random neurons per layer as ``reference`` removes.
+
+    Parameters
+    ----------
+    reference
+        Layer -> boolean keep mask of the edit (e.g. :func:`remove_neurons_mask`
+        of the gender neurons); its per-layer removal counts are matched.
+    seed, draw
+        Layer ``l`` of draw ``k`` uses ``SeedSequence([seed, k, l])``: draws
+        are independent, and reproducible.
+
+    Returns
+    -------
+    Mask
+        Neurons are drawn from the whole layer (property neurons included),
+        without replacement.
+    """
+    out = {}
+    for layer, keep in reference.items():
+        keep = np.asarray(keep, dtype=bool)
+        d, n = keep.size, int((~keep).sum())
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(draw), int(layer)]))
+        mask = np.ones(d, dtype=bool)
+        mask[rng.choice(d, size=n, replace=False)] = False
+        out[layer] = mask
+    return out
+
+
 class PruneMethod(Protocol):
     def __call__(self, scores: Mapping[int, np.ndarray], sparsity: float, *, protect: Mapping[int, np.ndarray] | None = ..., seed: int = ..., strict: bool = ...) -> Mask: ...
 
@@ -377,7 +407,7 @@ def ffn_layers(model: nn.Module, fc1_name: str = "fc1", fc2_name: str = "fc2") -
     return out
 
 
-def model_neuron_norms(model: nn.Module, criterion: str = "group", p: float = 2.0, fc1_name: str = "fc1", fc2_name: str = "fc2") -> dict[int, np.ndarray]:
+def model_neuron_norms(model: nn.Module, criterion: str = "group", p: float = 1.0, fc1_name: str = "fc1", fc2_name: str = "fc2") -> dict[int, np.ndarray]:
     """Layer -> :func:`neuron_norms` of every FFN of ``model``."""
     out = {}
     for layer, m in ffn_layers(model, fc1_name, fc2_name).items():
