@@ -25,7 +25,7 @@ TABLES = {".parquet", ".tsv", ".csv", ".json"}
 # the result: such a value may differ between the runs. Everything else must be equal.
 TIMING = re.compile(r"second|minute|_ms$|latency|throughput|speed|rtf|elapsed|wall|runtime|duration|time|"
                     r"date|created|started|finished|host|pid|cpu|rss|vms|uss|pss|peak|memory|mean_load|"
-                    r"io_in|io_out|^s$", re.I)
+                    r"io_in|io_out|^s$|_s$", re.I)
 
 
 def table_files(root: Path) -> dict[str, Path]:

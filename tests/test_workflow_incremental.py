@@ -71,6 +71,8 @@ def test_convexity_neighbours_rerun_keeps_untouched_outputs(tiny_run, tmp_path):
     assert jobs == {
         "layer_convexity": 1, "convexity_figure": 1, "make_variant": 1, "s3prl_downstream": 1,
         "downstream_summary": 1, "provenance": 1, "all": 1,
+        # the convex-phone cut feeds the fine-tuned comparison and the pruning table too
+        "s3prl_finetune": 1, "convexity_pruning": 1,
     }
     untouched = [workdir / p for p in (
         "resources/upstreams/mini_hubert.ckpt", "results/synthetic/labels/test.parquet",
