@@ -21,7 +21,7 @@ rule cache_activations:
     benchmark:
         "results/benchmarks/cache_activations/{upstream}/{corpus}/{split}.tsv"
     priority: 30
-    threads: 2
+    threads: CACHE.get("threads", 1)
     resources:
         mem_mb=6000,
         runtime=120,

@@ -18,6 +18,7 @@ rule layer_convexity:
         "results/logs/layer_convexity/{upstream}/{corpus}.log",
     benchmark:
         "results/benchmarks/layer_convexity/{upstream}/{corpus}.tsv"
+    priority: 20  # its most convex layers make the convex-* variants: start it before the many probes
     threads: 2
     resources:
         mem_mb=6000,

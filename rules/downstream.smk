@@ -107,6 +107,7 @@ rule s3prl_finetune:
         "results/logs/s3prl_finetune/{upstream}/{task}/{variant}.log",
     benchmark:
         "results/benchmarks/s3prl_finetune/{upstream}/{task}/{variant}.tsv"
+    priority: 10  # the longest evaluations: start them before the short frozen probes
     threads: 1
     resources:
         mem_mb=6000,

@@ -29,7 +29,7 @@ rule pretrain_upstream:
     benchmark:
         "results/benchmarks/pretrain_upstream/{upstream}.tsv"
     priority: 50  # long and on the critical path: start before the many short jobs
-    threads: 2
+    threads: lambda wc: training_threads(wc.upstream)
     resources:
         mem_mb=6000,
         runtime=60,
@@ -60,7 +60,7 @@ rule finetune_upstream:
     benchmark:
         "results/benchmarks/finetune_upstream/{upstream}.tsv"
     priority: 40
-    threads: 2
+    threads: lambda wc: training_threads(wc.upstream)
     resources:
         mem_mb=6000,
         runtime=60,

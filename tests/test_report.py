@@ -14,15 +14,18 @@ import pytest
 
 from tests.conftest import run_snakemake
 
-pytestmark = [pytest.mark.slow, pytest.mark.workflow,
-              pytest.mark.xfail(reason="not yet passing: reading the report embedded data fails with a JSON decode error; open in issue 9", strict=False)]
+pytestmark = [pytest.mark.slow, pytest.mark.workflow]
 
 CATEGORIES = ["Corpus", "Upstreams", "Neurons", "Attention", "Convexity", "Downstream", "Provenance"]
 
 
 def _embedded(html: str, name: str):
-    """The JSON value the report's ``<script>`` assigns to ``var name``."""
-    m = re.search(rf"var {name} = (.*?);\s*</script>", html, re.S)
+    """The JSON value the report's ``<script id="name">`` assigns to ``var name``.
+
+    Anchored on the script's id: the embedded JavaScript libraries (vega, react) have
+    variables of the same names, so a bare ``var results =`` matches inside them first.
+    """
+    m = re.search(rf'<script id="{name}">\s*var {name} = (.*?);\s*</script>', html, re.S)
     assert m, f"no `var {name}` in the report"
     return json.loads(m.group(1))
 

@@ -17,7 +17,7 @@ for utt, group in labels.groupby("utterance", sort=False):
     wavs.append(str(audio_path(snakemake.input.corpus, snakemake.params.split_dir, utt)))
     targets.append(group["phone"].map(ids).to_numpy())
 result = finetune_hubert(snakemake.input.base_ckpt, snakemake.output.ckpt, wavs, targets, n_classes=len(ids),
-                         config=spec.get("train", {}), seed=snakemake.params.seed, device=snakemake.params.device)
+                         config={**spec.get("train", {}), "threads": snakemake.threads}, seed=snakemake.params.seed, device=snakemake.params.device)
 log.info("%s fine-tuned: start %s end %s", snakemake.wildcards.upstream, result.get("start"), result.get("end"))
 if result.get("stopped_by") == "max_minutes":
     log.warning("%s stopped by the max_minutes safety cap after %d steps, not by steps: this checkpoint depends "

@@ -19,7 +19,8 @@ except (ImportError, AttributeError):
                      "known families: hubert, mockingjay") from None
 utts = read_label_table(snakemake.input.labels)["utterance"].unique()
 wavs = [str(audio_path(snakemake.input.corpus, snakemake.params.split_dir, u)) for u in utts]
-config = {**spec.get("train", {}), **({"model": spec["model"]} if spec.get("model") else {})}
+config = {**spec.get("train", {}), "threads": snakemake.threads,  # the rule's threads (train.threads, or --set-threads)
+          **({"model": spec["model"]} if spec.get("model") else {})}
 result = trainer(wavs, snakemake.output.ckpt, config=config, seed=snakemake.params.seed, device=snakemake.params.device)
 log.info("%s trained: start %s end %s", snakemake.wildcards.upstream, result.get("start"), result.get("end"))
 if result.get("stopped_by") == "max_minutes":

@@ -11,6 +11,9 @@ with open(snakemake.input.spec) as f:
     spec = json.load(f)
 expdir = Path(snakemake.params.expdir)
 seeds = snakemake.params.seeds
+log.info("%s %s %s: %s, seeds %s, in %s", snakemake.wildcards.upstream, snakemake.wildcards.variant,
+         snakemake.wildcards.task, "fine-tuning" if getattr(snakemake.params, "finetune", False) else "frozen upstream",
+         seeds, expdir)
 results = run_seeds(
     snakemake.wildcards.task, spec["entry"], spec.get("ckpt"), snakemake.input.data,
     expdirs=[expdir / f"seed{s}" for s in seeds], seeds=seeds, steps=snakemake.params.steps,

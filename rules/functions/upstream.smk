@@ -23,3 +23,9 @@ def training_audio(wildcards):
         "corpus": f"resources/corpora/{corpus}",
         "labels": f"results/{corpus}/labels/{spec.get('split', 'train')}.parquet",
     }
+
+
+
+def training_threads(upstream):
+    """torch threads of a training job: upstreams.{name}.train.threads (default 1; --set-threads overrides)."""
+    return int(UPSTREAMS[upstream].get("train", {}).get("threads", 1))

@@ -604,7 +604,9 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(max(1, int(spec["threads"])))
     ns = _peek_args(runs[0]["argv"])
-    _install_lazy_hub(ns.upstream or "")
+    from speechdissect.upstreams.registry import install_lazy_hub
+
+    install_lazy_hub(ns.upstream or "")
     from s3prl import hub, run_downstream
 
     from speechdissect.downstream.experts import install as install_experts
@@ -715,46 +717,6 @@ def _split_upstream_group(optimizer, upstream, lr: float) -> None:
         optimizer.add_param_group(group)
     print(f"[speechdissect] upstream parameters: own optimizer group, lr {lr:g} "
           f"({sum(p.numel() for g in moved for p in g['params'])} parameters)", flush=True)
-
-
-def _install_lazy_hub(name: str) -> None:
-    """Make ``s3prl.hub`` resolve ``name`` from its family's hubconf only.
-
-    ``import s3prl.hub`` imports every upstream family (transformers, sklearn, ...: several CPU
-    seconds per run). The entry objects are the same functions ``s3prl.hub`` re-exports; any other
-    attribute falls back to the real ``s3prl.hub``.
-    """
-    import importlib
-    import types
-
-    import s3prl
-
-    if "s3prl.hub" in sys.modules or not name:
-        return
-    parts = name.split("_")
-    for k in range(len(parts), 0, -1):
-        try:
-            conf = importlib.import_module(f"s3prl.upstream.{'_'.join(parts[:k])}.hubconf")
-        except ImportError:
-            continue
-        if hasattr(conf, name):
-            break
-    else:
-        return
-
-    hub = types.ModuleType("s3prl.hub", "lazy view of s3prl.hub (speechdissect)")
-    setattr(hub, name, getattr(conf, name))
-
-    def __getattr__(attr):
-        if attr.startswith("__"):
-            raise AttributeError(attr)
-        del sys.modules["s3prl.hub"]
-        real = importlib.import_module("s3prl.hub")
-        return getattr(real, attr)
-
-    hub.__getattr__ = __getattr__
-    sys.modules["s3prl.hub"] = hub
-    s3prl.hub = hub
 
 
 def _peek_args(s3prl_argv: list[str]) -> argparse.Namespace:

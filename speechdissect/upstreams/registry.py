@@ -18,7 +18,9 @@ temporary sibling and renames it.
 from __future__ import annotations
 
 import difflib
+import importlib
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -93,7 +95,56 @@ def _is_local_entry(name: str) -> bool:
     return name.endswith(("_local", "_url", "_custom", "_gdriveid"))
 
 
+def _family_entry(name: str):
+    """The hub entry ``name`` from its own family's hubconf (``s3prl.upstream.<family>.hubconf``), or None.
+
+    ``import s3prl.hub`` imports every upstream family (transformers, sklearn, ...: several CPU
+    seconds per process); one family's hubconf holds the same function ``s3prl.hub`` re-exports.
+    """
+    parts = name.split("_")
+    for k in range(len(parts), 0, -1):
+        try:
+            conf = importlib.import_module(f"s3prl.upstream.{'_'.join(parts[:k])}.hubconf")
+        except ImportError:
+            continue
+        if hasattr(conf, name):
+            return getattr(conf, name)
+    return None
+
+
+def install_lazy_hub(name: str) -> None:
+    """Make ``s3prl.hub`` resolve ``name`` from its family's hubconf only (see :func:`_family_entry`).
+
+    Any other attribute of ``s3prl.hub`` falls back to the real module, imported then. A no-op
+    when ``s3prl.hub`` is already imported or ``name`` is no hub entry.
+    """
+    import types
+
+    import s3prl
+
+    if "s3prl.hub" in sys.modules or not name:
+        return
+    entry = _family_entry(name)
+    if entry is None:
+        return
+    hub = types.ModuleType("s3prl.hub", "lazy view of s3prl.hub (speechdissect)")
+    setattr(hub, name, entry)
+
+    def __getattr__(attr):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        del sys.modules["s3prl.hub"]
+        real = importlib.import_module("s3prl.hub")
+        return getattr(real, attr)
+
+    hub.__getattr__ = __getattr__
+    sys.modules["s3prl.hub"] = hub
+    s3prl.hub = hub
+
+
 def _check_name(name: str) -> None:
+    if _family_entry(name) is not None:  # found without importing every family
+        return
     names = available_names()
     if name in names:
         return
@@ -229,6 +280,7 @@ def load_upstream(name: str, ckpt: str | Path | None = None, device: str = "cpu"
         A named entry needs to download its checkpoint and cannot.
     """
     _check_name(name)
+    install_lazy_hub(name)
     from s3prl.nn import S3PRLUpstream
 
     if _is_local_entry(name):
