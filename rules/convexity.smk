@@ -67,6 +67,7 @@ rule convexity_pruning:
         svg="results/{upstream}/{corpus}/convexity/pruning_depths.svg",
     params:
         tasks=lambda wc: (config.get("pruning") or {}).get("layers", {}).get("tasks", {}),
+        seed=SEED,
     log:
         "results/logs/convexity_pruning/{upstream}/{corpus}.log",
     benchmark:

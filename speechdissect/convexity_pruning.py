@@ -80,7 +80,7 @@ def _mean(part: pd.DataFrame, col: str) -> float:
 
 
 def pruning_table(runs: pd.DataFrame, tasks: Mapping[str, str], best_layers: Mapping[str, int],
-                  n_layers: int, confidence: float = 0.95) -> pd.DataFrame:
+                  n_layers: int, confidence: float = 0.95, latency: Mapping[str, float] | None = None) -> pd.DataFrame:
     """Full vs convexity-pruned model per task and mode.
 
     Parameters
@@ -96,6 +96,10 @@ def pruning_table(runs: pd.DataFrame, tasks: Mapping[str, str], best_layers: Map
         Encoder layers of the full model.
     confidence : float
         Level of the t-interval over seeds.
+    latency : mapping, optional
+        Variant -> forward latency (ms) measured side by side
+        (:func:`speechdissect.upstreams.registry.paired_latency`); replaces the latencies the
+        separate downstream jobs measured (``latency_source`` says which was used).
 
     Returns
     -------
@@ -135,19 +139,25 @@ def pruning_table(runs: pd.DataFrame, tasks: Mapping[str, str], best_layers: Map
                 row[f"full_{name}"], row[f"pruned_{name}"] = a, b
                 key = {"params": "params_change_pct", "train_s": "train_time_change_pct", "latency_ms": "latency_change_pct"}[name]
                 row[key] = _change(b, a)
+            row["latency_source"] = "per_job"
+            if latency and "original" in latency and variant in latency:
+                row["full_latency_ms"], row["pruned_latency_ms"] = float(latency["original"]), float(latency[variant])
+                row["latency_change_pct"] = _change(row["pruned_latency_ms"], row["full_latency_ms"])
+                row["latency_source"] = "paired"
             rows.append(row)
     return pd.DataFrame(rows)
 
 
 def depth_table(runs: pd.DataFrame, convexity: pd.DataFrame, tasks: Mapping[str, str],
                 best_layers: Mapping[str, int], n_layers: int, mode: str = "frozen",
-                confidence: float = 0.95) -> pd.DataFrame:
+                confidence: float = 0.95, latency: Mapping[str, float] | None = None) -> pd.DataFrame:
     """Accuracy of every truncation depth next to the convexity of the hidden state it ends in.
 
     Depth ``N`` (variant ``layers-N``, ``original`` as depth ``n_layers``, and ``convex-{property}`` as the
     depth it keeps when that ``layers-N`` was not run) outputs hidden state ``N``;
     its row carries that hidden state's convexity for the task's property (``convexity`` is the
     ``summary.tsv`` of ``layer_convexity``: ``layer``, ``property``, ``mean``, ``ci_half``).
+    ``latency`` (variant -> ms, as in :func:`pruning_table`) replaces the per-job latencies.
 
     Returns
     -------
@@ -189,7 +199,7 @@ def depth_table(runs: pd.DataFrame, convexity: pd.DataFrame, tasks: Mapping[str,
                 "convexity": float(conv.loc[depth, "mean"]) if depth in conv.index else float("nan"),
                 "convexity_ci_half": float(conv.loc[depth, "ci_half"]) if depth in conv.index and "ci_half" in conv else float("nan"),
                 "mean": s["mean"], "ci_half": s["ci_half"], "n_seeds": s["n"],
-                "upstream_params": _mean(g, "upstream_params"), "upstream_latency_ms": _mean(g, "upstream_latency_ms"),
+                "upstream_params": _mean(g, "upstream_params"), "upstream_latency_ms": float((latency or {}).get(variant, _mean(g, "upstream_latency_ms"))),
                 "is_convex_cut": depth == cut,
             })
         t = pd.DataFrame(task_rows)

@@ -171,3 +171,47 @@ def test_finetuned_run_through_s3prl_trains_the_upstream(tmp_path):
     assert 0 < step <= 4 * 1e-4 * 1.01
     assert "own optimizer group, lr 0.0001" in (tmp_path / "ft" / "run_downstream.log").read_text()
     assert np.isfinite(r["upstream_latency_ms"])
+
+
+def test_paired_latencies_replace_the_per_job_ones():
+    latency = {"original": 80.0, "convex-word": 20.0, "layers-1": 10.0}
+    table = pruning_table(RUNS, TASKS, BEST, n_layers=4, latency=latency).set_index("mode")
+    for mode in ("frozen", "finetuned"):
+        assert table.loc[mode, "latency_source"] == "paired"
+        assert table.loc[mode, ["full_latency_ms", "pruned_latency_ms"]].tolist() == [80.0, 20.0]
+        assert table.loc[mode, "latency_change_pct"] == pytest.approx(-75.0)
+    per_job = pruning_table(RUNS, TASKS, BEST, n_layers=4).set_index("mode")
+    assert per_job.loc["frozen", "latency_source"] == "per_job"
+    assert per_job.loc["frozen", "latency_change_pct"] == pytest.approx(-50.0)
+    depths = depth_table(RUNS, CONVEXITY, TASKS, BEST, 4, latency=latency).set_index("depth")
+    assert depths.loc[1, "upstream_latency_ms"] == 10.0
+    assert depths.loc[3, "upstream_latency_ms"] == 150.0   # not measured side by side: the job's own
+
+
+def test_paired_latency_times_each_model_on_the_same_input():
+    import torch
+
+    from speechdissect.upstreams.registry import paired_latency
+
+    class Stack(torch.nn.Module):
+        """An upstream-like model: (wavs [B, N], lens) -> hidden states; cost grows with depth."""
+
+        def __init__(self, depth):
+            super().__init__()
+            self.layers = torch.nn.ModuleList(torch.nn.Linear(400, 400) for _ in range(depth))
+            self.seen = []
+
+        def forward(self, wavs, lens):
+            self.seen.append(wavs.clone())
+            x = wavs.view(-1, 400)
+            for layer in self.layers:
+                x = torch.tanh(layer(x))
+            return [x], lens
+
+    shallow, deep = Stack(1), Stack(40)
+    ms = paired_latency({"shallow": shallow, "deep": deep}, seconds=1.0, rounds=5, seed=3)
+    assert set(ms) == {"shallow", "deep"} and all(v > 0 for v in ms.values())
+    assert ms["deep"] > ms["shallow"]
+    assert len(shallow.seen) == len(deep.seen) == 6   # one warm-up + 5 timed rounds each
+    assert all(torch.equal(a, b) for a, b in zip(shallow.seen[1:], deep.seen[1:]))   # same input in each round
+    assert paired_latency({}) == {}

@@ -16,8 +16,7 @@ import pytest
 from tests.conftest import run_snakemake
 from tests.outputs import assert_same_outputs, table_files
 
-pytestmark = [pytest.mark.slow, pytest.mark.workflow,
-              pytest.mark.xfail(reason="not yet passing: a second clean tiny run still differs from the first in some tables (timing columns were one cause); open in issue 9", strict=False)]
+pytestmark = [pytest.mark.slow, pytest.mark.workflow]
 
 
 def test_two_clean_runs_give_identical_tables(request, tmp_path):

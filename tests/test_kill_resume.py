@@ -24,8 +24,7 @@ import pytest
 from tests.conftest import REPO, SNAKEMAKE, TINY_CONFIG, run_snakemake
 from tests.outputs import assert_same_outputs
 
-pytestmark = [pytest.mark.slow, pytest.mark.workflow,
-              pytest.mark.xfail(reason="not yet passing: the downstream kill can come after the job ended (timing race); open in issue 9", strict=False)]
+pytestmark = [pytest.mark.slow, pytest.mark.workflow]
 
 # Rule killed -> its script (Snakemake runs it as .snakemake/scripts/tmpXXXX.<script>).
 KILL_AT = {

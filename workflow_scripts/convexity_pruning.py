@@ -2,11 +2,13 @@
 import json
 
 import pandas as pd
+import torch
 
 from speechdissect.convexity_pruning import depth_table, load_runs, plot_depths, pruning_summary, pruning_table
 from speechdissect.labels import write_atomic, write_text_atomic
 from speechdissect.logs import setup_logging
 from speechdissect.plots import save_figure
+from speechdissect.upstreams.registry import load_upstream, paired_latency
 
 log = setup_logging(snakemake.log[0])
 best_doc = json.loads(open(snakemake.input.best).read())
@@ -14,8 +16,15 @@ best, n_layers = best_doc["most_convex_layer"], int(best_doc["n_hidden_states"])
 runs = pd.concat([load_runs(snakemake.input.frozen, "frozen"), load_runs(snakemake.input.finetuned, "finetuned")], ignore_index=True)
 convexity = pd.read_csv(snakemake.input.summary, sep="\t")
 tasks = dict(snakemake.params.tasks)
-table = pruning_table(runs, tasks, best, n_layers)
-depths = depth_table(runs, convexity, tasks, best, n_layers)
+torch.set_num_threads(1)
+models = {}
+for path in snakemake.input.model_specs:  # the full model and every cut, timed side by side
+    spec = json.loads(open(path).read())
+    models[spec.get("variant", "original")] = load_upstream(spec["entry"], spec.get("ckpt"))
+latency = paired_latency(models, seed=snakemake.params.seed)
+log.info("forward latency of a 3 s input, side by side (ms): %s", {k: round(v, 2) for k, v in latency.items()})
+table = pruning_table(runs, tasks, best, n_layers, latency=latency)
+depths = depth_table(runs, convexity, tasks, best, n_layers, latency=latency)
 for _, r in table.iterrows():
     log.info("%s (%s, L*=%s, %s/%s layers kept) %s: %.4f -> %.4f (%+.2f points), params %+.1f %%, train %+.1f %%, latency %+.1f %%",
              r["task"], r["property"], r["most_convex_layer"], r["layers_kept"], r["layers_total"], r["mode"], r["full_mean"],

@@ -48,7 +48,10 @@ def convexity_pruning_inputs(wildcards):
     frozen = [(t, v) for t, prop in tasks.items() for v in ("original", f"convex-{prop}")]
     frozen += [(t, f"layers-{n}") for t in layers.get("depth_tasks", list(tasks)) for n in layers.get("depths", [])]
     base = f"results/{u}/{wildcards.corpus}/convexity"
+    variants = sorted({v for _, v in frozen} - {"original"})
     return {
+        # how to load the full model and each cut, for their side-by-side forward latency
+        "model_specs": [f"results/upstreams/{u}/upstream.json", *(f"results/{u}/variants/{v}.json" for v in variants)],
         "best": f"{base}/best_layers.json",
         "summary": f"{base}/summary.tsv",
         "frozen": [f"results/{u}/downstream/{t}/{v}/results.json" for t, v in dict.fromkeys(frozen)],

@@ -31,6 +31,7 @@ from torch import nn
 __all__ = [
     "LOCAL_ENTRIES",
     "available_names",
+    "paired_latency",
     "checkpoint_entry",
     "describe",
     "family_of",
@@ -423,3 +424,44 @@ def describe(model: nn.Module) -> dict[str, Any]:
     info["stride"] = stride
     info["grid_step"] = max(1, 320 // stride)
     return info
+
+
+def paired_latency(models: dict[str, nn.Module], seconds: float = 3.0, rounds: int = 21,
+                   seed: int = 0) -> dict[str, float]:
+    """Fastest forward time (ms) of each model on the same random input, the models taking turns.
+
+    Latencies measured in separate jobs compare machines under different loads (on a shared
+    2-core machine a 1-layer model can time slower than the 4-layer one it was cut from).
+    Here every round times each model once, one after the other (each leading in turn), so a
+    load change affects all of them alike; and the fastest of the rounds (as ``timeit`` advises)
+    is the one least disturbed by other processes, so the ratio of two models holds on a busy machine.
+
+    Parameters
+    ----------
+    models : name -> upstream from :func:`load_upstream` (``model(wavs [B, N], wavs_len [B])``).
+    seconds : input length.
+    rounds : timed forward passes per model (after one warm-up each).
+    seed : seed of the input noise.
+    """
+    import time
+
+    if not models:
+        return {}
+    gen = torch.Generator().manual_seed(int(seed))
+    n = int(seconds * 16000)
+    times: dict[str, list[float]] = {name: [] for name in models}
+    with torch.no_grad():
+        for name, model in models.items():
+            device = next(model.parameters()).device
+            model(torch.randn(1, n, generator=gen).to(device), torch.tensor([n], device=device))  # warm-up
+        names = list(models)
+        for r in range(max(1, int(rounds))):
+            wav = torch.randn(1, n, generator=gen)
+            for name in names[r % len(names):] + names[: r % len(names)]:  # each model leads in turn
+                model = models[name]
+                device = next(model.parameters()).device
+                x, lens = wav.to(device), torch.tensor([n], device=device)
+                t0 = time.perf_counter()
+                model(x, lens)
+                times[name].append((time.perf_counter() - t0) * 1000.0)
+    return {name: min(ts) for name, ts in times.items()}
