@@ -142,7 +142,7 @@ rule attention_segmentation:
         "results/logs/attention_segmentation/{upstream}/{corpus}.log",
     benchmark:
         "results/benchmarks/attention_segmentation/{upstream}/{corpus}.tsv"
-    threads: 2
+    threads: 1  # a 2-thread job waits for both cores to be free at once: with many 1-thread jobs, until the end (--set-threads for more)
     resources:
         mem_mb=4000,
         runtime=120,

@@ -19,7 +19,7 @@ rule layer_convexity:
     benchmark:
         "results/benchmarks/layer_convexity/{upstream}/{corpus}.tsv"
     priority: 20  # its most convex layers make the convex-* variants: start it before the many probes
-    threads: 2
+    threads: 1  # 2 threads would make it wait for both cores at once, i.e. until the probes are done
     resources:
         mem_mb=6000,
         runtime=60,

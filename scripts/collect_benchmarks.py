@@ -37,12 +37,17 @@ def main() -> None:
         "per_rule": per_rule.to_dict(orient="records"),
         "jobs": jobs.to_dict(orient="records"),
     }
+    previous = json.loads(args.out.read_text()) if args.out.is_file() else None
+    if previous and previous.get("jobs") == summary["jobs"]:
+        # no job ran (every benchmark file as before): keep the run that computed them, note this one
+        summary = {**previous, "noop_wall_seconds": args.wall}
+        print(f"{args.out}: nothing was recomputed ({args.wall:.1f} s wall); kept the figures of the run that was")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(f".{args.out.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(summary, indent=2))
     os.replace(tmp, args.out)
     print(f"{args.out}: {len(jobs)} jobs, {summary['sum_job_seconds']:.0f} s of job time"
-          + (f", {args.wall:.0f} s wall" if args.wall else ""))
+          + (f", {summary['wall_seconds']:.0f} s wall" if summary.get("wall_seconds") else ""))
 
 
 if __name__ == "__main__":
