@@ -10,6 +10,10 @@ if not config:
     )
 validate(config, "config.schema.yaml")
 
+from speechdissect.config_checks import check_config
+
+check_config(config)  # cross-key checks (names that must exist elsewhere in the config)
+
 include: "rules/common.smk"
 include: "rules/functions/corpus.smk"
 include: "rules/corpus.smk"

@@ -10,11 +10,6 @@ SEED = config.get("seed", 0)
 DEVICE = config.get("device", "cpu")
 GPUS = 1 if DEVICE == "cuda" else 0
 
-if ANALYSIS_CORPUS not in CORPORA:
-    raise ValueError(
-        f"config key analysis_corpus: {ANALYSIS_CORPUS!r} is not one of corpora: {sorted(CORPORA)}; "
-        "add it under corpora: or pick an existing name"
-    )
 
 
 def corpora_of_source(source):
