@@ -10,6 +10,10 @@ DS_SEEDS = DOWNSTREAM.get("seeds", [0, 1, 2])
 
 DS_TASKS = _check_tasks(DOWNSTREAM.get("tasks", []), "downstream.tasks")
 DS_UPSTREAMS = DOWNSTREAM.get("upstreams", ANALYSIS_UPSTREAMS)
+DS_BASELINES = DOWNSTREAM.get("baselines", [])  # s3prl's mfcc / fbank: every task, the row a reviewer asks for first
+LAYERWISE = DOWNSTREAM.get("layerwise", {})
+LAYERWISE_TASKS = [t for t in LAYERWISE.get("tasks", []) if t in DS_TASKS]
+LAYERWISE_UPSTREAMS = LAYERWISE.get("upstreams", DS_UPSTREAMS)
 for _name in DS_UPSTREAMS:
     if _name not in UPSTREAMS:
         raise ValueError(f"config key downstream.upstreams: {_name!r} is not defined under upstreams: {sorted(UPSTREAMS)}")
@@ -73,6 +77,7 @@ rule s3prl_downstream:
         steps=lambda wc: DOWNSTREAM.get("steps", {}).get(wc.task),
         device=DEVICE,
         expdir=lambda wc: f"results/{wc.upstream}/downstream/{wc.task}/{wc.variant}",
+        readouts=lambda wc: downstream_readouts(wc.upstream, wc.task, wc.variant),
     log:
         "results/logs/s3prl_downstream/{upstream}/{task}/{variant}.log",
     benchmark:
@@ -117,6 +122,33 @@ rule s3prl_finetune:
         "../envs/models.yaml"
     script:
         "../workflow_scripts/s3prl_downstream.py"
+
+
+rule layerwise_probes:
+    input:
+        results=lambda wc: layerwise_results(),
+        data=expand(f"results/{ANALYSIS_CORPUS}/downstream_data/{{task}}", task=LAYERWISE_TASKS),
+        convexity=expand(f"results/{{upstream}}/{ANALYSIS_CORPUS}/convexity/summary.tsv", upstream=layerwise_convexity_upstreams()),
+    output:
+        table=report("results/downstream/layerwise.tsv", caption="../report/layerwise_table.rst", category="Downstream", subcategory="layer-wise"),
+        png=report("results/downstream/layerwise.png", caption="../report/layerwise_figure.rst", category="Downstream", subcategory="layer-wise"),
+        svg="results/downstream/layerwise.svg",
+    params:
+        baselines=DS_BASELINES,
+        tasks=LAYERWISE_TASKS,
+        convexity_upstreams=layerwise_convexity_upstreams(),
+    log:
+        "results/logs/layerwise_probes/layerwise.log",
+    benchmark:
+        "results/benchmarks/layerwise_probes/layerwise.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/models.yaml"
+    script:
+        "../workflow_scripts/layerwise_probes.py"
 
 
 rule downstream_summary:

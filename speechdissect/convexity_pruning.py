@@ -61,6 +61,8 @@ def load_runs(paths: Iterable[str | os.PathLike], mode: str) -> pd.DataFrame:
         applied = (doc.get("variant_spec") or {}).get("applied") or ""
         kept = int(applied.split("-", 1)[1]) if applied.startswith("layers-") else None
         for run in doc["runs"]:
+            if run.get("readout", "weighted") != "weighted":  # the cut is scored as the seeds do: weighted sum
+                continue
             row = {c: run.get(c) for c in RUN_COLUMNS if c != "mode"}
             row.update(mode=mode, layers_kept=kept, result_path=str(path))
             rows.append(row)

@@ -35,7 +35,7 @@ def variant_inputs(wildcards):
 
 def downstream_jobs():
     """(upstream, task, variant) of every evaluation the config asks for."""
-    jobs = [(u, t, "original") for u in DS_UPSTREAMS for t in DS_TASKS]
+    jobs = [(u, t, "original") for u in [*DS_UPSTREAMS, *DS_BASELINES] for t in DS_TASKS]
     jobs += head_pruning_jobs()  # pruning.heads: rankings x fractions x tasks (+ the original) on its upstreams
     for u in PRUNING.get("upstreams", []):
         ffn = PRUNING.get("ffn", {})
@@ -58,4 +58,38 @@ def downstream_jobs():
 
 def downstream_targets():
     tasks = sorted({t for _, t, _ in downstream_jobs()})
-    return [f"results/downstream/{t}.tsv" for t in tasks]
+    return [f"results/downstream/{t}.tsv" for t in tasks] + (["results/downstream/layerwise.tsv"] if LAYERWISE_TASKS else [])
+
+
+
+def downstream_readouts(upstream, task, variant):
+    """Probe inputs of one evaluation job (readout names of speechdissect.downstream.runner.resolve_readouts).
+
+    Always s3prl's weighted sum; the last hidden state too where an edit or pruning is scored
+    (downstream.edit_readouts: the weighted sum includes hidden state 0, which no edit touches);
+    every hidden state alone for the layer-wise curves (downstream.layerwise).
+    """
+    readouts = ["weighted"]
+    if (upstream, task) in edit_scored_pairs():
+        readouts += [r for r in DOWNSTREAM.get("edit_readouts", ["weighted", "last"]) if r not in readouts]
+    if variant == "original" and task in LAYERWISE_TASKS and upstream in LAYERWISE_UPSTREAMS:
+        readouts.append("each")
+    return readouts
+
+
+
+def layerwise_results():
+    """results.json of the layer-wise probes (original of each layer-wise upstream) and of the baselines."""
+    return [f"results/{u}/downstream/{t}/original/results.json"
+            for t in LAYERWISE_TASKS for u in [*LAYERWISE_UPSTREAMS, *DS_BASELINES]]
+
+
+
+def layerwise_convexity_upstreams():
+    return [u for u in LAYERWISE_UPSTREAMS if u in ANALYSIS_UPSTREAMS]
+
+
+
+def edit_scored_pairs():
+    """(upstream, task) pairs on which a pruned or edited variant is scored (heads-, ffn-, edit-)."""
+    return {(u, t) for u, t, v in downstream_jobs() if v.split("-")[0] in ("heads", "ffn", "edit")}

@@ -291,6 +291,8 @@ def pruning_curves_figure(curves: pd.DataFrame, title: str = "", max_loss: float
     points_per_unit
         Points per unit of the score (100: percentage points).
     """
+    if "readout" in curves and len(curves):  # one panel per task and readout
+        curves = curves.assign(task=[t if r == "weighted" else f"{t} [{r}]" for t, r in zip(curves["task"], curves["readout"])])
     tasks = list(dict.fromkeys(curves["task"]))
     rankings = list(dict.fromkeys(curves["ranking"]))
     palette = dict(zip(rankings, sns.color_palette("colorblind", len(rankings))))

@@ -30,7 +30,7 @@ __all__ = ["HEAD_VARIANT", "head_variant", "parse_head_variant", "pruning_curves
 #: ``heads-{ranking}_{fraction}``; the ranking may itself hold underscores (``max_weight``).
 HEAD_VARIANT = re.compile(r"^heads-(?P<ranking>[A-Za-z0-9_]+)_(?P<fraction>[0-9]*\.?[0-9]+)$")
 
-CURVE_COLUMNS = ["upstream", "task", "metric", "higher_is_better", "ranking", "fraction", "variant", "n_removed",
+CURVE_COLUMNS = ["upstream", "task", "readout", "metric", "higher_is_better", "ranking", "fraction", "variant", "n_removed",
                  "n", "mean", "std", "ci_low", "ci_high", "ci_half", "seeds", "loss"]
 
 
@@ -97,8 +97,13 @@ def pruning_curves(
     missing = [c for c in ("upstream", "task", "variant", "score") if c not in runs.columns]
     if missing:
         raise ValueError(f"downstream runs lack columns {missing}")
+    if "readout" not in runs:  # s3prl's weighted sum
+        runs = runs.assign(readout="weighted")
     parsed = runs["variant"].map(parse_head_variant)
     keep = parsed.notna()
+    pruned_readouts = set(runs.loc[keep & (runs["variant"] != "original"), "readout"])
+    if pruned_readouts:  # not the original's layer-wise probes
+        keep &= runs["readout"].isin(pruned_readouts)
     df = runs[keep].copy()
     df["ranking"] = [p[0] for p in parsed[keep]]
     df["fraction"] = [p[1] for p in parsed[keep]]
@@ -106,7 +111,7 @@ def pruning_curves(
     rankings = list(rankings) if rankings is not None else found
     n_removed = {(r, float(f)): int(k) for (r, f), k in (n_removed or {}).items()}
     rows = []
-    for (upstream, task), part in df.groupby(["upstream", "task"], sort=True):
+    for (upstream, task, readout), part in df.groupby(["upstream", "task", "readout"], sort=True):
         pruned = part[part["ranking"].notna()]
         original = part[part["variant"] == "original"]
         if original.empty:
@@ -128,14 +133,14 @@ def pruning_curves(
                 stats = _mean_ci(g["score"].astype(float), confidence)
                 seeds = ",".join(str(s) for s in sorted(g["seed"].tolist())) if "seed" in g else ""
                 rows.append({
-                    "upstream": upstream, "task": task, "metric": metric, "higher_is_better": higher,
+                    "upstream": upstream, "task": task, "readout": readout, "metric": metric, "higher_is_better": higher,
                     "ranking": ranking, "fraction": fraction, "variant": variant,
                     "n_removed": 0 if fraction == 0 else n_removed.get((ranking, fraction), math.nan),
                     **{k: stats[k] for k in ("n", "mean", "std", "ci_low", "ci_high", "ci_half")},
                     "seeds": seeds, "loss": sign * (base["mean"] - stats["mean"]) * points_per_unit,
                 })
     out = pd.DataFrame(rows, columns=CURVE_COLUMNS)
-    return out.sort_values(["upstream", "task", "ranking", "fraction"], kind="stable").reset_index(drop=True)
+    return out.sort_values(["upstream", "task", "readout", "ranking", "fraction"], kind="stable").reset_index(drop=True)
 
 
 def max_fraction_within(curves: pd.DataFrame, max_loss: float = 1.0) -> pd.DataFrame:
@@ -162,7 +167,9 @@ def max_fraction_within(curves: pd.DataFrame, max_loss: float = 1.0) -> pd.DataF
     if max_loss < 0:
         raise ValueError(f"max_loss must be >= 0 points, got {max_loss}")
     rows = []
-    for (upstream, task, ranking), c in curves.groupby(["upstream", "task", "ranking"], sort=True):
+    if "readout" not in curves:
+        curves = curves.assign(readout="weighted")
+    for (upstream, task, readout, ranking), c in curves.groupby(["upstream", "task", "readout", "ranking"], sort=True):
         c = c.sort_values("fraction")
         ok = (c["loss"].to_numpy(dtype=float) <= max_loss + 1e-12)
         # contiguous from fraction 0: cut at the first fraction outside the band
@@ -170,7 +177,7 @@ def max_fraction_within(curves: pd.DataFrame, max_loss: float = 1.0) -> pd.DataF
         reached = c.iloc[max(first_bad - 1, 0)]
         within = c[ok]
         rows.append({
-            "upstream": upstream, "task": task, "ranking": ranking, "metric": c["metric"].iloc[0],
+            "upstream": upstream, "task": task, "readout": readout, "ranking": ranking, "metric": c["metric"].iloc[0],
             "original": float(c.loc[c["fraction"] == 0, "mean"].iloc[0]) if (c["fraction"] == 0).any() else math.nan,
             "max_fraction": float(reached["fraction"]), "n_removed": reached["n_removed"],
             "score": float(reached["mean"]), "loss": float(reached["loss"]),

@@ -14,7 +14,7 @@ import pandas as pd
 
 from speechdissect.stats import mean_ci  # noqa: F401 - re-exported (it lives in speechdissect.stats)
 
-GROUP = ("upstream", "variant", "task")
+GROUP = ("upstream", "variant", "task", "readout")  # readout: weighted | last | L{k} (runner.readout_name)
 EXTRA_MEANS = ("wall_seconds", "cpu_seconds", "train_seconds", "trainable_params", "upstream_params", "effective_params", "upstream_latency_ms")
 
 
@@ -51,6 +51,8 @@ def aggregate(
     and ``ci_half_by_{key}_{group}`` columns.
     """
     df = results if isinstance(results, pd.DataFrame) else pd.DataFrame(list(results))
+    if "readout" not in df.columns:  # results written before readouts existed: s3prl's weighted sum
+        df = df.assign(readout="weighted")
     missing = [c for c in (*GROUP, value) if c not in df.columns]
     if missing:
         raise ValueError(f"results lack columns {missing}")
@@ -138,6 +140,9 @@ def plot_scores(summary: pd.DataFrame, out_path: str | os.PathLike, title: str |
     import matplotlib.pyplot as plt
     import seaborn as sns
 
+    if "readout" in summary:  # weighted sum and last layer side by side; single layers have their own figure
+        summary = summary[summary["readout"].isin(["weighted", "last"])].copy()
+        summary["variant"] = [v if r == "weighted" else f"{v} [{r}]" for v, r in zip(summary["variant"], summary["readout"])]
     tasks = sorted(summary["task"].unique())
     upstreams = sorted(summary["upstream"].unique())
     seen = list(dict.fromkeys(summary["variant"]))

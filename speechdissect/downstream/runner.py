@@ -137,6 +137,31 @@ def select_score(task: Task, scalars: Mapping[str, list[tuple[int, float]]]) -> 
     }
 
 
+def readout_name(layer: int | None) -> str:
+    """How a probe's input is named in tables: ``weighted`` (s3prl's weighted sum), ``last``, ``L{k}``."""
+    if layer is None:
+        return "weighted"
+    return "last" if layer == -1 else f"L{layer}"
+
+
+def resolve_readouts(readouts: Sequence[str], n_hidden: int | None = None) -> list[int | None]:
+    """Layers (``run_seeds(layers=...)``) of readout names: ``weighted`` -> None, ``last`` -> -1,
+    ``each`` -> every hidden state ``0 .. n_hidden - 1`` (needs ``n_hidden``); duplicates dropped."""
+    layers: list[int | None] = []
+    for r in readouts:
+        if r == "weighted":
+            layers.append(None)
+        elif r == "last":
+            layers.append(-1)
+        elif r == "each":
+            if not n_hidden:
+                raise ValueError("readout 'each' needs the upstream's number of hidden states (n_hidden)")
+            layers += list(range(int(n_hidden)))
+        else:
+            raise ValueError(f"unknown readout {r!r}: use weighted, last or each")
+    return list(dict.fromkeys(layers))
+
+
 def _clean_expdir(expdir: Path) -> None:
     for pattern in _S3PRL_OUTPUTS:
         for p in expdir.glob(pattern):
@@ -224,6 +249,7 @@ def run_seeds(
     timeout: float | None = None,
     finetune: bool = False,
     upstream_lr: float | None = None,
+    layers: Sequence[int | None] | None = None,
 ) -> list[dict]:
     """:func:`run_task` for several seeds in one process, one s3prl experiment directory per seed.
 
@@ -261,6 +287,11 @@ def run_seeds(
         Learning rate of the upstream's parameters when fine-tuning (an optimizer parameter group of
         its own; the featurizer and downstream model keep the task config's ``optimizer.lr``). None:
         one learning rate for all, as s3prl does.
+    layers : list of int or None, optional
+        The readout of each run (one per expdir), overriding ``layer``: None = s3prl's weighted sum,
+        ``k`` = hidden state ``k`` alone (``-l k``), negative = counted from the last (``-1``: the last
+        hidden state, whatever the depth). One process probes several readouts of the same upstream
+        while computing its outputs once (layer-wise curves, last-layer scores of edited models).
     """
     t = get_task(task)
     if upstream_lr is not None and not finetune:
@@ -275,12 +306,16 @@ def run_seeds(
     check_datarc(t, datarc)
     if ckpt is not None and not Path(ckpt).is_file():
         raise UpstreamLoadError(f"upstream checkpoint not found: {ckpt}")
-    if layer is not None and (isinstance(layer, bool) or not isinstance(layer, int) or layer < 0):
-        raise ValueError(f"layer must be a non-negative int or None, got {layer!r}")
+    layers = [layer] * len(seeds) if layers is None else list(layers)
+    if len(layers) != len(seeds):
+        raise ValueError(f"need one layer per seed, got {len(layers)} layers for {len(seeds)} seeds")
+    for lay in layers:
+        if lay is not None and (isinstance(lay, bool) or not isinstance(lay, int)):
+            raise ValueError(f"layer must be an int (negative: from the last hidden state) or None, got {lay!r}")
     cfg = build_config(t, datarc, steps=steps, overrides=overrides, n_train=count_train_items(t, datarc))
 
     runs = []
-    for expdir, seed in zip(expdirs, seeds):
+    for expdir, seed, lay in zip(expdirs, seeds, layers):
         expdir = Path(expdir).resolve()
         expdir.mkdir(parents=True, exist_ok=True)
         _clean_expdir(expdir)
@@ -291,15 +326,16 @@ def run_seeds(
                 "--seed", str(int(seed)), "--device", device]
         if ckpt is not None:
             argv += ["-k", str(Path(ckpt).resolve())]
-        if layer is not None:
-            argv += ["-l", str(layer)]
+        if lay is not None:
+            argv += ["-l", str(lay)]
         if upstream_model_config is not None:
             argv += ["-g", str(upstream_model_config)]
         if finetune:
             argv += ["-f"]
-        runs.append({"argv": argv, "expdir": str(expdir), "seed": int(seed), "log": str(expdir / "run_downstream.log"),
+        runs.append({"argv": argv, "expdir": str(expdir), "seed": int(seed), "layer": lay,
+                     "log": str(expdir / "run_downstream.log"),
                      "probe_out": str(expdir / "probe.json")})
-    spec = {"latency_runs": latency_runs, "latency_seconds": latency_seconds, "threads": threads,
+    spec = {"latency_runs": latency_runs, "latency_seconds": latency_seconds, "threads": threads, "layers": layers,
             "feature_cache_mb": 0 if finetune else feature_cache_mb, "runs": runs,
             "upstream_lr": None if upstream_lr is None else float(upstream_lr)}
     first = Path(runs[0]["expdir"])
@@ -344,7 +380,8 @@ def run_seeds(
             "ckpt": str(Path(ckpt).resolve()) if ckpt is not None else None,
             "variant": variant,
             "seed": run["seed"],
-            "layer": layer,
+            "layer": run["layer"],
+            "readout": readout_name(run["layer"]),
             "finetune": bool(finetune),
             "lr": float(cfg.get("optimizer", {}).get("lr", float("nan"))),
             "upstream_lr": (float(upstream_lr) if upstream_lr is not None else
@@ -385,7 +422,7 @@ def run_seeds(
         if proc.returncode == EXIT_UPSTREAM:
             raise UpstreamLoadError(probe.get("error", f"upstream {upstream} failed to load {ckpt}; see {launcher_log}"))
         if proc.returncode == EXIT_LAYER:
-            raise ValueError(probe.get("error", f"bad layer {layer}; see {launcher_log}"))
+            raise ValueError(probe.get("error", f"bad layer in {layers}; see {launcher_log}"))
         logs = [p for p in (Path(run["log"]), launcher_log) if p.is_file()]
         tail = "".join(logs[0].read_text(errors="replace").splitlines(keepends=True)[-25:]) if logs else ""
         raise DownstreamRunError(f"s3prl run_downstream failed (exit {proc.returncode}) for task {task}, seed "
@@ -501,9 +538,10 @@ def _probe_upstream(hub, spec: dict, ns: argparse.Namespace) -> dict:
             runs.append((time.perf_counter() - t0) * 1000)
     hidden = out.get("hidden_states")
     n_hidden = len(hidden) if isinstance(hidden, (list, tuple)) else None
-    layer = ns.upstream_layer_selection
-    if layer is not None and n_hidden is not None and not 0 <= layer < n_hidden:
-        raise _ProbeError(EXIT_LAYER, f"layer {layer} out of range: upstream {name} ({ckpt}) has hidden states 0..{n_hidden - 1}")
+    for layer in spec.get("layers") or [ns.upstream_layer_selection]:
+        if layer is not None and n_hidden is not None and not -n_hidden <= layer < n_hidden:
+            raise _ProbeError(EXIT_LAYER, f"layer {layer} out of range: upstream {name} ({ckpt}) has hidden states "
+                                          f"0..{n_hidden - 1} (or -{n_hidden}..-1 from the last)")
     import s3prl
 
     info = {

@@ -69,12 +69,21 @@ def runs_table(docs: Iterable[Mapping]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _scored_readouts(runs: pd.DataFrame, info: pd.DataFrame, study: str) -> pd.DataFrame:
+    """Rows of the readouts the study's variants were probed on (not the original's layer-wise probes)."""
+    if "readout" not in runs:
+        return runs.assign(readout="weighted")
+    wanted = set(runs.loc[info["study"] == study, "readout"])
+    return runs[runs["readout"].isin(wanted)]
+
+
 def _with_original_delta(table: pd.DataFrame) -> pd.DataFrame:
     table = table.copy()
-    orig = table[table["condition"] == "original"].set_index(["upstream", "task"])
+    key = ["upstream", "task", "readout"]
+    orig = table[table["condition"] == "original"].set_index(key)
     by_cols = [c for c in table.columns if c.startswith("mean_by_")]
     for col in ["mean", *by_cols]:
-        ref = [orig[col].get((u, t), np.nan) if col in orig else np.nan for u, t in zip(table["upstream"], table["task"])]
+        ref = [orig[col].get(k, np.nan) if col in orig else np.nan for k in zip(*(table[c] for c in key))]
         table["delta" if col == "mean" else "delta" + col[len("mean"):]] = table[col].to_numpy(dtype=float) - np.asarray(ref, dtype=float)
     return table
 
@@ -103,6 +112,8 @@ def editing_table(runs: pd.DataFrame, masks: pd.DataFrame | None = None, confide
     info = pd.DataFrame([variant_info(v) for v in runs["variant"]], index=runs.index)
     keep = (info["study"] == "editing") | (info["condition"] == "original")
     runs, info = runs[keep].copy(), info[keep]
+    runs = _scored_readouts(runs, info, "editing").copy()
+    info = info.loc[runs.index]
     if not (info["study"] == "editing").any():
         return pd.DataFrame(columns=["upstream", "task", "entry", "condition", "variant", "n", "mean", "ci_low", "ci_high", "delta"])
     # pool the random draws of an entry: one variant name per (condition, entry)
@@ -116,14 +127,14 @@ def editing_table(runs: pd.DataFrame, masks: pd.DataFrame | None = None, confide
         summary["n_neurons_removed"] = [0 if c == "original" else removed.get(f"{c}_{e}", np.nan)
                                         for c, e in zip(summary["condition"], summary["entry"])]
     blocks = []
-    for (up, task), part in summary.groupby(["upstream", "task"], sort=True):
+    for (up, task, readout), part in summary.groupby(["upstream", "task", "readout"], sort=True):
         orig = part[part["condition"] == "original"]
         for entry in sorted(part["entry"].dropna().unique()):
             block = pd.concat([orig.assign(entry=entry), part[part["entry"] == entry]])
             block["_order"] = block["condition"].map({c: i for i, c in enumerate(CONDITION_ORDER)})
             blocks.append(block.sort_values("_order").drop(columns="_order"))
     out = pd.concat(blocks, ignore_index=True)
-    lead = ["upstream", "task", "entry", "condition", "variant", "metric", "n", "mean", "ci_low", "ci_high", "ci_half", "delta"]
+    lead = ["upstream", "task", "readout", "entry", "condition", "variant", "metric", "n", "mean", "ci_low", "ci_high", "ci_half", "delta"]
     return out[[c for c in lead if c in out] + [c for c in out.columns if c not in lead]]
 
 
@@ -138,9 +149,9 @@ def pruning_table(runs: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
     """
     info = pd.DataFrame([variant_info(v) for v in runs["variant"]], index=runs.index)
     keep = (info["study"] == "pruning") | (info["condition"] == "original")
-    runs = runs[keep]
+    runs = _scored_readouts(runs[keep], info[keep], "pruning")
     methods = sorted(info.loc[info["study"] == "pruning", "method"].unique())
-    cols = ["upstream", "task", "method", "sparsity", "variant", "n", "mean", "ci_low", "ci_high", "delta"]
+    cols = ["upstream", "task", "readout", "method", "sparsity", "variant", "n", "mean", "ci_low", "ci_high", "delta"]
     if not methods:
         return pd.DataFrame(columns=cols)
     summary = aggregate(runs, confidence)
@@ -154,7 +165,7 @@ def pruning_table(runs: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
     tasks_with_pruning = set(summary.loc[summary["method"].notna(), "task"])
     orig = summary[(summary["condition"] == "original") & summary["task"].isin(tasks_with_pruning)]
     out = pd.concat([summary[summary["method"].notna()], *(orig.assign(method=m) for m in methods)], ignore_index=True)
-    out = out.drop(columns="condition").sort_values(["upstream", "task", "method", "sparsity"]).reset_index(drop=True)
+    out = out.drop(columns="condition").sort_values(["upstream", "task", "readout", "method", "sparsity"]).reset_index(drop=True)
     return out[[c for c in cols if c in out] + [c for c in out.columns if c not in cols]]
 
 
@@ -164,6 +175,13 @@ def _empty(ax, text):
     ax.set_yticks([])
 
 
+def _panel_tasks(table: pd.DataFrame) -> pd.DataFrame:
+    """One figure panel per task and readout: ``task`` becomes ``phone_linear [last]`` for non-weighted readouts."""
+    if "readout" not in table or not len(table):
+        return table
+    return table.assign(task=[t if r == "weighted" else f"{t} [{r}]" for t, r in zip(table["task"], table["readout"])])
+
+
 def editing_figure(table: pd.DataFrame, title: str = ""):
     """Bars of the mean score (95 % CI) of original / remove / random per task and removal entry.
 
@@ -171,6 +189,7 @@ def editing_figure(table: pd.DataFrame, title: str = ""):
     accuracy on male and female speakers), a second row shows each
     condition's change vs the original per gender.
     """
+    table = _panel_tasks(table)
     tasks = sorted(table["task"].unique()) if len(table) else []
     by_gender = sorted(c[len("delta_by_gender_"):] for c in table.columns if c.startswith("delta_by_gender_"))
     gender_tasks = [t for t in tasks if by_gender and table.loc[table["task"] == t, [f"delta_by_gender_{g}" for g in by_gender]].notna().any().any()]
@@ -220,6 +239,7 @@ def editing_figure(table: pd.DataFrame, title: str = ""):
 
 def pruning_figure(table: pd.DataFrame, title: str = ""):
     """Score (95 % CI band), effective parameters and forward latency vs FFN sparsity, one line per method."""
+    table = _panel_tasks(table)
     tasks = sorted(table["task"].unique()) if len(table) else []
     fig, axes = plt.subplots(1, len(tasks) + 2, figsize=(3.5 * (len(tasks) + 2), 3.2), squeeze=False)
     axes = axes[0]

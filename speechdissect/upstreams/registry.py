@@ -321,6 +321,16 @@ def load_upstream(name: str, ckpt: str | Path | None = None, device: str = "cpu"
 # --------------------------------------------------------------------------- #
 # Describe
 # --------------------------------------------------------------------------- #
+def count_hidden_states(name: str, ckpt: str | Path | None = None) -> int:
+    """How many hidden states the upstream returns (``n_layers + 1`` for a transformer; 1 for mfcc)."""
+    import torch
+
+    model = load_upstream(name, ckpt)
+    with torch.no_grad():
+        hidden, _ = model(torch.zeros(1, 16000), torch.tensor([16000]))
+    return len(hidden)
+
+
 def _expert(model: nn.Module) -> nn.Module:
     inner = getattr(model, "upstream", None)
     if isinstance(inner, nn.Module) and hasattr(model, "downsample_rates"):
