@@ -44,3 +44,21 @@ def _analysis_corpus_defined(config: Mapping) -> list[str]:
         return [f"config key analysis_corpus: {name!r} is not one of corpora: {sorted(corpora)}; "
                 "add it under corpora: or pick an existing name"]
     return []
+
+
+@check
+def _downstream_baselines_and_layerwise(config: Mapping) -> list[str]:
+    """downstream.baselines / downstream.layerwise name defined upstreams and configured tasks."""
+    ds = config.get("downstream", {}) or {}
+    upstreams = config.get("upstreams", {}) or {}
+    problems = []
+    for key, names in (("downstream.baselines", ds.get("baselines", [])),
+                       ("downstream.layerwise.upstreams", (ds.get("layerwise") or {}).get("upstreams", []))):
+        bad = [n for n in names if n not in upstreams]
+        if bad:
+            problems.append(f"config key {key}: {bad} not defined under upstreams: {sorted(upstreams)} "
+                            "(a baseline such as s3prl's mfcc is `mfcc: {source: hub, name: mfcc}`)")
+    bad = [t for t in (ds.get("layerwise") or {}).get("tasks", []) if t not in ds.get("tasks", [])]
+    if bad:
+        problems.append(f"config key downstream.layerwise.tasks: {bad} not in downstream.tasks {ds.get('tasks', [])}")
+    return problems

@@ -588,3 +588,66 @@ def test_unknown_upstream_name_lists_valid_names(tiny, tmp_path):
     with pytest.raises(UpstreamLoadError, match=r"unknown s3prl upstream 'hubert_locall'.*Close matches: .*hubert_local"):
         run_task("phone_linear", "hubert_locall", None, data, tmp_path / "exp", steps=2, latency_runs=1)
     assert not (tmp_path / "exp" / "log.log").exists()
+
+
+def test_readout_names_and_resolution():
+    from speechdissect.downstream.runner import readout_name, resolve_readouts
+
+    assert [readout_name(x) for x in (None, -1, 0, 3)] == ["weighted", "last", "L0", "L3"]
+    assert resolve_readouts(["weighted", "last", "each"], n_hidden=3) == [None, -1, 0, 1, 2]
+    assert resolve_readouts(["each", "each"], n_hidden=2) == [0, 1]
+    with pytest.raises(ValueError, match="n_hidden"):
+        resolve_readouts(["each"])
+    with pytest.raises(ValueError, match="unknown readout"):
+        resolve_readouts(["first"])
+
+
+@pytest.mark.slow
+def test_readouts_in_one_process_match_lone_runs(tiny, tmp_path):
+    """Several readouts share one process; the last-layer run equals a lone run of its layer index."""
+    from speechdissect.downstream.runner import run_seeds, run_task
+
+    ckpt = save_tiny_hubert(tmp_path / "tiny_hubert.pt")  # 2 layers: hidden states 0, 1, 2
+    data = _prepare(tiny, "phone_linear", tmp_path / "data")
+    runs = run_seeds("phone_linear", "hubert_local", ckpt, data, [tmp_path / "w", tmp_path / "last", tmp_path / "l0"],
+                     [0, 0, 0], steps=8, layers=[None, -1, 0], latency_runs=1)
+    assert [r["readout"] for r in runs] == ["weighted", "last", "L0"]
+    assert runs[0]["featurizer_params"] == 3 and runs[1]["featurizer_params"] == 0
+    assert runs[2]["feature_cache"]["misses"] == 0  # the upstream ran once for all readouts
+    lone = run_task("phone_linear", "hubert_local", ckpt, data, tmp_path / "lone", seed=0, steps=8, layer=2,
+                    latency_runs=1, feature_cache_mb=0)
+    assert lone["history"] == runs[1]["history"]
+    assert runs[2]["history"] != runs[1]["history"]
+    with pytest.raises(ValueError, match="out of range"):
+        run_seeds("phone_linear", "hubert_local", ckpt, data, [tmp_path / "bad"], [0], steps=2, layers=[-4], latency_runs=1)
+
+
+def test_aggregate_keys_rows_by_readout():
+    from speechdissect.downstream.aggregate import aggregate
+
+    rows = [{"upstream": "u", "variant": "original", "task": "t", "readout": r, "seed": s, "score": v, "metric": "acc"}
+            for r, vals in (("weighted", [0.5, 0.6]), ("last", [0.2, 0.3])) for s, v in enumerate(vals)]
+    out = aggregate(rows).set_index("readout")
+    assert out.loc["weighted", "mean"] == pytest.approx(0.55) and out.loc["last", "mean"] == pytest.approx(0.25)
+    legacy = aggregate([{k: v for k, v in r.items() if k != "readout"} for r in rows[:2]])
+    assert legacy["readout"].tolist() == ["weighted"]
+
+
+def test_layerwise_table_marks_best_layer_and_baselines():
+    import pandas as pd
+
+    from speechdissect.downstream.layerwise import layerwise_table
+
+    rows = [{"upstream": "m", "variant": "original", "task": "phone_linear", "readout": f"L{k}", "seed": s,
+             "score": v + 0.01 * s, "metric": "acc"} for k, v in enumerate([0.3, 0.5, 0.4]) for s in range(3)]
+    rows += [{"upstream": "m", "variant": "original", "task": "phone_linear", "readout": "weighted", "seed": 0,
+              "score": 0.9, "metric": "acc"}]  # not a layer: dropped for a non-baseline
+    rows += [{"upstream": "mfcc", "variant": "original", "task": "phone_linear", "readout": "weighted", "seed": s,
+              "score": 0.45, "metric": "acc"} for s in range(3)]
+    t = layerwise_table(pd.DataFrame(rows), baselines=["mfcc"])
+    model = t[~t["baseline"]].set_index("layer")
+    assert list(model.index) == [0.0, 1.0, 2.0]
+    assert model["best_layer"].tolist() == [False, True, False]
+    assert model.loc[1.0, "mean"] == pytest.approx(0.51)
+    base = t[t["baseline"]]
+    assert base["upstream"].tolist() == ["mfcc"] and base["mean"].iloc[0] == pytest.approx(0.45)

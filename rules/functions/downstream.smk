@@ -33,6 +33,13 @@ def variant_inputs(wildcards):
 
 
 
+def edit_tasks(entry):
+    """Tasks a removal entry is scored on: pruning.edit.tasks, a list for every entry or entry -> list."""
+    tasks = PRUNING.get("edit", {}).get("tasks", [])
+    return tasks.get(entry, []) if isinstance(tasks, dict) else tasks
+
+
+
 def downstream_jobs():
     """(upstream, task, variant) of every evaluation the config asks for."""
     jobs = [(u, t, "original") for u in [*DS_UPSTREAMS, *DS_BASELINES] for t in DS_TASKS]
@@ -44,9 +51,10 @@ def downstream_jobs():
                 jobs += [(u, t, f"ffn-{method}_{fraction_tag(sparsity)}") for t in ffn.get("tasks", [])]
         edit = PRUNING.get("edit", {})
         for entry in edit.get("remove", []):
-            jobs += [(u, t, f"edit-{removal_method(entry)}") for t in edit.get("tasks", [])]
+            tasks = edit_tasks(entry)
+            jobs += [(u, t, f"edit-{removal_method(entry)}") for t in tasks]
             if edit.get("random", True):  # control: as many random neurons per layer (neurons.masks.random_draws draws)
-                jobs += [(u, t, f"edit-{name}") for name in random_removal_names(entry) for t in edit.get("tasks", [])]
+                jobs += [(u, t, f"edit-{name}") for name in random_removal_names(entry) for t in tasks]
         layers = PRUNING.get("layers", {})
         for task, prop in layers.get("tasks", {}).items():
             jobs.append((u, task, f"convex-{prop}"))

@@ -24,6 +24,7 @@ __all__ = [
     "mfcc_grid",
     "fit_kmeans",
     "assign_clusters",
+    "stack_context",
 ]
 
 
@@ -67,6 +68,19 @@ def mfcc_grid(wav: np.ndarray | torch.Tensor, n_mfcc: int = 13, deltas: bool = T
     if feats.shape[0] != n_expected:  # pragma: no cover - guards the grid contract
         raise RuntimeError(f"MFCC gave {feats.shape[0]} frames, grid expects {n_expected}")
     return feats.numpy().astype(np.float32)
+
+
+def stack_context(feats: np.ndarray, context: int) -> np.ndarray:
+    """Frame ``t`` with its ``context`` neighbours on each side concatenated (edges repeated): ``[T, (2c+1) d]``.
+
+    K-means of stacked frames gives targets closer to phones than single frames (a phone spans
+    several 20 ms frames), at no training cost.
+    """
+    if context <= 0:
+        return feats
+    padded = np.pad(feats, ((context, context), (0, 0)), mode="edge")
+    n = len(feats)
+    return np.concatenate([padded[k: k + n] for k in range(2 * context + 1)], axis=1)
 
 
 def fit_kmeans(

@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import frames
-from .features import assign_clusters, fit_kmeans, load_wavs, mfcc_grid
+from .features import assign_clusters, fit_kmeans, load_wavs, mfcc_grid, stack_context
 from .registry import save_checkpoint
 
 __all__ = [
@@ -139,6 +139,8 @@ DEFAULT_HUBERT_TRAIN: dict = {
     "pred_nomask_weight": 1.0,
     "n_clusters": 50,
     "n_mfcc": 13,
+    # k-means targets of MFCC frames stacked with this many neighbours on each side (0: single frames)
+    "target_context": 0,
     "kmeans_max_frames": 200_000,
     "heldout_fraction": 0.1,
     "max_heldout": 32,
@@ -468,7 +470,7 @@ def pretrain_hubert(
     train_idx, held_idx = split_heldout(len(wavs), cfg["heldout_fraction"], cfg["max_heldout"], seed)
 
     with deterministic(seed, cfg["threads"]):
-        feats = [mfcc_grid(w, n_mfcc=cfg["n_mfcc"]) for w in wavs]
+        feats = [stack_context(mfcc_grid(w, n_mfcc=cfg["n_mfcc"]), int(cfg["target_context"])) for w in wavs]
         km = fit_kmeans([feats[i] for i in train_idx], cfg["n_clusters"], seed, max_frames=cfg["kmeans_max_frames"])
         labels = [assign_clusters(km, f) for f in feats]
     t_kmeans = time.time() - t0
@@ -558,7 +560,8 @@ def pretrain_hubert(
         "kind": "mini_hubert",
         "seed": seed,
         "config": _plain(cfg),
-        "mfcc": {"n_mfcc": cfg["n_mfcc"], "deltas": True, "frame_length_ms": 25.0, "frame_shift_ms": 20.0},
+        "mfcc": {"n_mfcc": cfg["n_mfcc"], "deltas": True, "frame_length_ms": 25.0, "frame_shift_ms": 20.0,
+                 "context": int(cfg["target_context"])},
         "kmeans": {
             "centers": torch.from_numpy(np.asarray(km["kmeans"].cluster_centers_, dtype=np.float32)),
             "mean": torch.from_numpy(np.asarray(km["mean"], dtype=np.float32)),
