@@ -651,3 +651,24 @@ def test_layerwise_table_marks_best_layer_and_baselines():
     assert model.loc[1.0, "mean"] == pytest.approx(0.51)
     base = t[t["baseline"]]
     assert base["upstream"].tolist() == ["mfcc"] and base["mean"].iloc[0] == pytest.approx(0.45)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mfcc", "fbank", "fbank_no_cmvn"])
+def test_baseline_upstreams_load_and_probe_through_s3prl(tiny, tmp_path, name):
+    """s3prl's own baseline upstreams (downstream.baselines) load with no checkpoint and no network, and
+    s3prl's runner probes them like any upstream (10 ms frames: labels at 100 Hz)."""
+    import torch
+
+    from speechdissect.downstream.runner import run_task
+    from speechdissect.upstreams.registry import count_hidden_states, load_upstream
+
+    model = load_upstream(name)
+    hidden, _ = model(torch.zeros(1, 16000), torch.tensor([16000]))
+    assert len(hidden) == 1 and hidden[0].shape[1] in (100, 101)  # one feature matrix at 10 ms
+    assert hidden[0].shape[2] == {"mfcc": 39, "fbank": 240, "fbank_no_cmvn": 240}[name]
+    assert count_hidden_states(name) == 1
+    data = _prepare(tiny, "phone_linear", tmp_path / "data")
+    r = run_task("phone_linear", name, None, data, tmp_path / "exp", seed=0, steps=6, latency_runs=1)
+    assert r["s3prl_upstream"] == name and r["ckpt"] is None and 0.0 <= r["score"] <= 1.0
+    assert r["n_hidden_states"] == 1 and r["upstream_params"] == 0

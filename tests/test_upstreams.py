@@ -386,3 +386,26 @@ def test_save_checkpoint_is_atomic_and_plain(tmp_path):
     assert not target.exists() and list(tmp_path.iterdir()) == []
     save_checkpoint({"x": torch.ones(2), "cfg": {"a": [1, "b"]}}, target)
     assert torch.load(target, weights_only=True)["cfg"] == {"a": [1, "b"]}
+
+
+def test_pretrain_hubert_second_iteration(corpus, hubert_run, tmp_path):
+    """iteration2: k-means of an iteration-1 hidden state become the targets; training goes on from its weights."""
+    from speechdissect.upstreams.hubert import pretrain_hubert
+
+    _, first = hubert_run
+    ckpt = tmp_path / "it2.ckpt"
+    log = pretrain_hubert(corpus[0], ckpt, {**TINY_HUBERT, "steps": 40, "iteration2": {"steps": 20, "layer": 1, "n_clusters": 7}},
+                          seed=0, progress=False)
+    assert log["loss"][:40] == first["loss"]  # iteration 1 is exactly the one-iteration run
+    assert [i["steps_done"] for i in log["iterations"]] == [40, 20] and log["steps_done"] == 60
+    assert log["n_clusters"] == 7 and log["chance"] == pytest.approx(1 / 7)
+    assert log["iterations"][1]["end"]["acc"] > log["iterations"][1]["chance"]
+    state = torch.load(ckpt, weights_only=True)
+    assert state["dictionaries_symbols"] == [[str(i) for i in range(7)]]
+    assert state["speechdissect"]["targets"] == "hidden state 1 of iteration 1"
+    up = load_upstream("hubert_local", ckpt)
+    with torch.no_grad():
+        assert len(up.upstream([_wave(1.0)])["hidden_states"]) == describe(up)["n_layers"] + 1
+    with pytest.raises(ValueError, match="iteration2.layer"):
+        pretrain_hubert(corpus[0], tmp_path / "bad.ckpt", {**TINY_HUBERT, "steps": 1, "iteration2": {"steps": 1, "layer": 99}},
+                        seed=0, progress=False)

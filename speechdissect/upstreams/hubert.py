@@ -154,6 +154,8 @@ DEFAULT_HUBERT_TRAIN: dict = {
     # spends its whole budget separating them. "normal" (N(0, 1), near-orthogonal rows)
     # learns in a few hundred steps; "uniform" keeps fairseq's init.
     "label_embs_init": "normal",
+    # HuBERT's second iteration: {steps, layer, n_clusters} (None: one iteration on MFCC clusters)
+    "iteration2": None,
 }
 
 
@@ -447,7 +449,11 @@ def pretrain_hubert(
     out_ckpt : checkpoint path, written atomically.
     config : overrides of :data:`DEFAULT_HUBERT_TRAIN` (flat) plus optional
         ``model`` (HubertConfig fields) and ``task`` (HubertPretrainingConfig
-        fields) sub-dicts; see :func:`resolve_hubert_config`.
+        fields) sub-dicts; see :func:`resolve_hubert_config`. With
+        ``iteration2: {steps, layer, n_clusters}`` a second HuBERT iteration
+        follows the first: k-means of the first iteration's hidden state
+        ``layer`` become the targets, and training goes on from the first
+        iteration's weights (new cluster embeddings) for ``steps`` more updates.
     seed : every random choice (init, k-means, masks, batches, held-out split).
     device : torch device.
     progress : tqdm progress bar.
@@ -459,12 +465,20 @@ def pretrain_hubert(
         ``start``/``end`` held-out masked-prediction ``acc`` and ``loss`` (CE) of
         the untrained and the trained model on the same masks, ``chance``
         (1 / K), ``majority`` (most frequent cluster on held-out frames),
-        ``stopped_by`` (``steps`` or ``max_minutes``), sizes, timings, config.
+        ``stopped_by`` (``steps`` or ``max_minutes``), sizes, timings, config;
+        ``iterations``: the same figures per iteration.
     """
     cfg = resolve_hubert_config(config)
     paths = [str(p) for p in wav_paths]
     if len(paths) < 2:
         raise ValueError("pretrain_hubert needs at least 2 audio files (one is held out)")
+    it2 = cfg.get("iteration2") or None
+    if it2 is not None:
+        unknown = set(it2) - {"steps", "layer", "n_clusters"}
+        if unknown or "steps" not in it2 or "layer" not in it2:
+            raise ValueError(f"config key train.iteration2: needs steps and layer (and optionally n_clusters), got {sorted(it2)}")
+        if not 0 <= int(it2["layer"]) <= int(cfg["model"]["encoder_layers"]):
+            raise ValueError(f"config key train.iteration2.layer: {it2['layer']} is not a hidden state 0..{cfg['model']['encoder_layers']}")
     t0 = time.time()
     wavs = load_wavs(paths)
     train_idx, held_idx = split_heldout(len(wavs), cfg["heldout_fraction"], cfg["max_heldout"], seed)
@@ -476,12 +490,7 @@ def pretrain_hubert(
     t_kmeans = time.time() - t0
 
     train_w = [wavs[i] for i in train_idx]
-    train_y = [labels[i] for i in train_idx]
     held_w = [wavs[i] for i in held_idx]
-    held_y = [labels[i] for i in held_idx]
-    held_all = np.concatenate(held_y)
-    majority = float(np.bincount(held_all, minlength=cfg["n_clusters"]).max() / len(held_all))
-
     log: dict = {
         "kind": "mini_hubert",
         "seed": seed,
@@ -490,9 +499,6 @@ def pretrain_hubert(
         "n_heldout_utterances": len(held_w),
         "train_audio_seconds": float(sum(map(len, train_w)) / frames.SAMPLE_RATE),
         "heldout": [paths[i] for i in held_idx],
-        "n_clusters": cfg["n_clusters"],
-        "chance": 1.0 / cfg["n_clusters"],
-        "majority": majority,
         "kmeans_inertia": float(km["kmeans"].inertia_),
         "kmeans_seconds": t_kmeans,
         "step": [],
@@ -500,60 +506,33 @@ def pretrain_hubert(
         "acc": [],
         "lr": [],
         "eval": [],
+        "iterations": [],
     }
-
-    eval_seed = seed + 104729
-    steps = int(cfg["steps"])
-    crop = int(cfg["crop_seconds"] * frames.SAMPLE_RATE)
-    bsz = max(1, int(round(cfg["batch_seconds"] / cfg["crop_seconds"])))
-    pen_w = float(cfg["features_pen_weight"])
     with deterministic(seed, cfg["threads"]):
-        model = build_hubert(cfg["model"], cfg["task"], cfg["n_clusters"])
-        if cfg["label_embs_init"] == "normal":
-            with torch.no_grad():
-                model.label_embs_concat.normal_()
-        elif cfg["label_embs_init"] != "uniform":
-            raise ValueError(f"label_embs_init must be 'normal' or 'uniform', not {cfg['label_embs_init']!r}")
-        model.to(device)
+        model = _fresh_model(cfg, cfg["n_clusters"], device)
         log["n_params"] = sum(p.numel() for p in model.parameters())
-        start = _evaluate(model, held_w, held_y, pen_w, eval_seed, device)
-        log["start"] = start
-        log["eval"].append({"step": 0, **start})
-        opt = torch.optim.AdamW(
-            model.parameters(), lr=cfg["lr"], betas=tuple(cfg["betas"]), eps=cfg["eps"], weight_decay=cfg["weight_decay"]
-        )
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(steps, cfg["warmup_fraction"]))
-        rng = np.random.default_rng(seed)
-        model.train()
-        t_train = time.time()
-        log["stopped_by"] = "steps"
-        bar = _progress(range(steps), progress, "pretrain mini_hubert", steps)
-        for step in bar:
-            if (time.time() - t_train) / 60.0 > cfg["max_minutes"]:
-                log["stopped_by"] = "max_minutes"
-                break
-            x, y = crop_batch(rng, train_w, train_y, bsz, crop)
-            loss, ce, c, s = _masked_prediction(
-                model, x.to(device), y.to(device), pen_w, cfg["pred_masked_weight"], cfg["pred_nomask_weight"]
-            )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["clip_norm"])
-            opt.step()
-            sched.step()
-            log["step"].append(step + 1)
-            log["loss"].append(float(ce))
-            log["acc"].append(c / max(1, s))
-            log["lr"].append(float(opt.param_groups[0]["lr"]))
-            if progress and hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{float(ce):.3f}", acc=f"{c / max(1, s):.3f}")
-            if cfg["eval_every"] and (step + 1) % cfg["eval_every"] == 0 and step + 1 < steps:
-                log["eval"].append({"step": step + 1, **_evaluate(model, held_w, held_y, pen_w, eval_seed, device)})
-        log["train_seconds"] = time.time() - t_train
-        log["steps_done"] = len(log["step"])
-        end = _evaluate(model, held_w, held_y, pen_w, eval_seed, device)
-        log["end"] = end
-        log["eval"].append({"step": log["steps_done"], **end})
+        _train_iteration(model, train_w, [labels[i] for i in train_idx], held_w, [labels[i] for i in held_idx],
+                         cfg["n_clusters"], int(cfg["steps"]), cfg, seed, device, progress, log, "mini_hubert")
+    n_clusters, targets = cfg["n_clusters"], {"kind": "mfcc", "kmeans": km}
+    if it2 is not None:
+        t1 = time.time()
+        layer, n_clusters = int(it2["layer"]), int(it2.get("n_clusters", cfg["n_clusters"]))
+        with deterministic(seed + 1, cfg["threads"]):
+            model.eval()
+            hidden = [encoder_hidden_states(model, torch.from_numpy(w).to(device), cfg["task"]["normalize"])[layer][0].cpu().numpy()
+                      for w in wavs]
+            km2 = fit_kmeans([hidden[i] for i in train_idx], n_clusters, seed + 1, max_frames=cfg["kmeans_max_frames"])
+            labels2 = [assign_clusters(km2, h) for h in hidden]
+            model = _fresh_model(cfg, n_clusters, device, init_from=model)
+        log["iteration2_kmeans_seconds"] = time.time() - t1
+        with deterministic(seed + 1, cfg["threads"]):
+            _train_iteration(model, train_w, [labels2[i] for i in train_idx], held_w, [labels2[i] for i in held_idx],
+                             n_clusters, int(it2["steps"]), cfg, seed + 1, device, progress, log, "mini_hubert iteration 2")
+        targets = {"kind": f"hidden state {layer} of iteration 1", "kmeans": km2}
+    last = log["iterations"][-1]
+    log.update(n_clusters=n_clusters, chance=1.0 / n_clusters, majority=last["majority"], start=log["iterations"][0]["start"],
+               end=last["end"], steps_done=len(log["step"]), train_seconds=sum(i["train_seconds"] for i in log["iterations"]),
+               stopped_by="max_minutes" if any(i["stopped_by"] == "max_minutes" for i in log["iterations"]) else "steps")
 
     model.eval()
     extra = {
@@ -562,16 +541,86 @@ def pretrain_hubert(
         "config": _plain(cfg),
         "mfcc": {"n_mfcc": cfg["n_mfcc"], "deltas": True, "frame_length_ms": 25.0, "frame_shift_ms": 20.0,
                  "context": int(cfg["target_context"])},
+        "targets": targets["kind"],
         "kmeans": {
-            "centers": torch.from_numpy(np.asarray(km["kmeans"].cluster_centers_, dtype=np.float32)),
-            "mean": torch.from_numpy(np.asarray(km["mean"], dtype=np.float32)),
-            "std": torch.from_numpy(np.asarray(km["std"], dtype=np.float32)),
+            "centers": torch.from_numpy(np.asarray(targets["kmeans"]["kmeans"].cluster_centers_, dtype=np.float32)),
+            "mean": torch.from_numpy(np.asarray(targets["kmeans"]["mean"], dtype=np.float32)),
+            "std": torch.from_numpy(np.asarray(targets["kmeans"]["std"], dtype=np.float32)),
         },
-        "start": start,
-        "end": end,
+        "start": log["start"],
+        "end": log["end"],
         "steps_done": log["steps_done"],
     }
-    save_checkpoint(hubert_checkpoint(model.cpu(), cfg["model"], cfg["task"], cfg["n_clusters"], extra), out_ckpt)
+    save_checkpoint(hubert_checkpoint(model.cpu(), cfg["model"], cfg["task"], n_clusters, extra), out_ckpt)
     log["wall_seconds"] = time.time() - t0
     log["checkpoint"] = str(out_ckpt)
     return log
+
+
+def _fresh_model(cfg: dict, n_clusters: int, device, init_from=None):
+    """A new HubertModel with ``n_clusters`` targets; ``init_from``: copy every weight but the cluster embeddings."""
+    model = build_hubert(cfg["model"], cfg["task"], n_clusters)
+    if init_from is not None:
+        state = {k: v for k, v in init_from.state_dict().items() if k != "label_embs_concat"}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or set(missing) != {"label_embs_concat"}:
+            raise RuntimeError(f"iteration 2 could not take over iteration 1's weights: missing {missing}, unexpected {unexpected}")
+    if cfg["label_embs_init"] == "normal":
+        with torch.no_grad():
+            model.label_embs_concat.normal_()
+    elif cfg["label_embs_init"] != "uniform":
+        raise ValueError(f"label_embs_init must be 'normal' or 'uniform', not {cfg['label_embs_init']!r}")
+    return model.to(device)
+
+
+def _train_iteration(model, train_w, train_y, held_w, held_y, n_clusters: int, steps: int, cfg: dict, seed: int,
+                     device, progress: bool, log: dict, desc: str) -> None:
+    """One HuBERT iteration: AdamW with warm-up + linear decay for ``steps`` updates on cropped batches.
+
+    Appends per-step figures to ``log`` and a summary (held-out accuracy before/after) to ``log["iterations"]``.
+    """
+    held_all = np.concatenate(held_y)
+    majority = float(np.bincount(held_all, minlength=n_clusters).max() / len(held_all))
+    eval_seed = seed + 104729
+    crop = int(cfg["crop_seconds"] * frames.SAMPLE_RATE)
+    bsz = max(1, int(round(cfg["batch_seconds"] / cfg["crop_seconds"])))
+    pen_w = float(cfg["features_pen_weight"])
+    offset = len(log["step"])
+    start = _evaluate(model, held_w, held_y, pen_w, eval_seed, device)
+    log["eval"].append({"step": offset, **start})
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=cfg["lr"], betas=tuple(cfg["betas"]), eps=cfg["eps"], weight_decay=cfg["weight_decay"]
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(steps, cfg["warmup_fraction"]))
+    rng = np.random.default_rng(seed)
+    model.train()
+    t_train = time.time()
+    stopped_by = "steps"
+    bar = _progress(range(steps), progress, f"pretrain {desc}", steps)
+    for step in bar:
+        if (time.time() - t_train) / 60.0 > cfg["max_minutes"]:
+            stopped_by = "max_minutes"
+            break
+        x, y = crop_batch(rng, train_w, train_y, bsz, crop)
+        loss, ce, c, s = _masked_prediction(
+            model, x.to(device), y.to(device), pen_w, cfg["pred_masked_weight"], cfg["pred_nomask_weight"]
+        )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["clip_norm"])
+        opt.step()
+        sched.step()
+        log["step"].append(offset + step + 1)
+        log["loss"].append(float(ce))
+        log["acc"].append(c / max(1, s))
+        log["lr"].append(float(opt.param_groups[0]["lr"]))
+        if progress and hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{float(ce):.3f}", acc=f"{c / max(1, s):.3f}")
+        if cfg["eval_every"] and (step + 1) % cfg["eval_every"] == 0 and step + 1 < steps:
+            log["eval"].append({"step": offset + step + 1, **_evaluate(model, held_w, held_y, pen_w, eval_seed, device)})
+    train_seconds = time.time() - t_train
+    end = _evaluate(model, held_w, held_y, pen_w, eval_seed, device)
+    log["eval"].append({"step": len(log["step"]), **end})
+    log["iterations"].append({"desc": desc, "n_clusters": n_clusters, "steps_done": len(log["step"]) - offset,
+                              "chance": 1.0 / n_clusters, "majority": majority, "start": start, "end": end,
+                              "train_seconds": train_seconds, "stopped_by": stopped_by})
