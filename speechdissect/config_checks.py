@@ -229,9 +229,10 @@ def _pruning_references(config: Mapping) -> list[str]:
     if heads.get("rankings") and any(float(f) > 0 for f in heads.get("fractions", [])) and heads.get("tasks"):
         key = "pruning.heads.upstreams" if "upstreams" in heads else "pruning.upstreams"
         for name in heads.get("upstreams", _pruning_upstream_names(config)):
+            if key == "pruning.upstreams" and (name not in upstreams or (makes_variants and name not in trained)):
+                continue  # reported above
             if name not in upstreams:
-                if key != "pruning.upstreams":
-                    problems.append(_not_one_of(key, name, upstreams, "the upstreams defined under upstreams:"))
+                problems.append(_not_one_of(key, name, upstreams, "the upstreams defined under upstreams:"))
                 continue
             family = _upstream_family(upstreams, name)
             if family != "hubert":
@@ -283,3 +284,27 @@ def _neuron_references(config: Mapping) -> list[str]:
         problems.append(_not_one_of("neurons.figures.mds_neuron_set", mds, sets, "neurons.geometry.neuron_sets",
                                     "the MDS figures draw a set the geometry step computed"))
     return problems
+
+
+# --------------------------------------------------------------------------- #
+# The host, not the config (issue 19.17): run by the Snakefile where jobs run.
+# --------------------------------------------------------------------------- #
+def check_device(config: Mapping, cuda_available: bool | None = None) -> None:
+    """Refuse ``device: cuda`` on a host where torch sees no CUDA device, before any job runs.
+
+    Parameters
+    ----------
+    config : the workflow config.
+    cuda_available : whether CUDA is usable here (default: ``torch.cuda.is_available()``,
+        asked only when the config wants CUDA).
+    """
+    if config.get("device", "cpu") != "cuda":
+        return
+    if cuda_available is None:
+        import torch
+
+        cuda_available = torch.cuda.is_available()
+    if not cuda_available:
+        raise ConfigError(
+            "config key device: 'cuda' but CUDA is not available on this host (torch.cuda.is_available() is False); "
+            "set device: cpu, or run where a GPU is visible (on SLURM: profiles/slurm with SPEECHDISSECT_SLURM_GPUS)")
