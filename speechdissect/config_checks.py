@@ -71,6 +71,11 @@ def _not_one_of(key: str, bad, valid, what: str, fix: str = "") -> str:
     return f"config key {key}: {bad!r} is not one of {what}: {sorted(valid)}" + (f"; {fix}" if fix else "")
 
 
+def _undefined_upstream(key: str, name, upstreams) -> str:
+    return (f"config key {key}: {name!r} is not defined under upstreams: {sorted(upstreams)}; "
+            "define it there or fix the name")
+
+
 def _tag(x) -> str:
     """How a sparsity/fraction is written in file names (rules/common.smk fraction_tag)."""
     return f"{float(x):g}"
@@ -137,8 +142,7 @@ def _analysis_upstreams_defined(config: Mapping) -> list[str]:
     if not names:
         return ["config key analysis_upstreams: empty (or no upstreams: defined); the analyses need at least one "
                 f"upstream: name one or more of upstreams: {sorted(upstreams)}"]
-    return [_not_one_of("analysis_upstreams", n, upstreams, "the upstreams defined under upstreams:",
-                        "define it there or fix the name") for n in names if n not in upstreams]
+    return [_undefined_upstream("analysis_upstreams", n, upstreams) for n in names if n not in upstreams]
 
 
 @check
@@ -162,7 +166,7 @@ def _downstream_references(config: Mapping) -> list[str]:
     ds = _section(config, "downstream")
     upstreams = _upstream_names(config)
     tasks = _task_names()
-    problems = [_not_one_of("downstream.upstreams", n, upstreams, "the upstreams defined under upstreams:")
+    problems = [_undefined_upstream("downstream.upstreams", n, upstreams)
                 for n in ds.get("upstreams", _analysis_upstream_names(config)) if n not in upstreams]
     problems += [_not_one_of("downstream.tasks", t, tasks, "the downstream tasks") for t in ds.get("tasks", []) if t not in tasks]
     for key in ("steps", "data"):
@@ -220,7 +224,7 @@ def _pruning_references(config: Mapping) -> list[str]:
     trained = [n for n, s in upstreams.items() if (s or {}).get("source") in _TRAINED_HERE]
     for name in _pruning_upstream_names(config):
         if name not in upstreams:
-            problems.append(_not_one_of("pruning.upstreams", name, upstreams, "the upstreams defined under upstreams:"))
+            problems.append(_undefined_upstream("pruning.upstreams", name, upstreams))
         elif makes_variants and name not in trained:
             problems.append(_not_one_of(
                 "pruning.upstreams", name, trained, "the upstreams trained here (source: pretrain or finetune)",
@@ -232,7 +236,7 @@ def _pruning_references(config: Mapping) -> list[str]:
             if key == "pruning.upstreams" and (name not in upstreams or (makes_variants and name not in trained)):
                 continue  # reported above
             if name not in upstreams:
-                problems.append(_not_one_of(key, name, upstreams, "the upstreams defined under upstreams:"))
+                problems.append(_undefined_upstream(key, name, upstreams))
                 continue
             family = _upstream_family(upstreams, name)
             if family != "hubert":
