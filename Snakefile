@@ -1,4 +1,6 @@
 # speech-dissect workflow: see README.md and docs/formats.md.
+import os
+
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -10,9 +12,13 @@ if not config:
     )
 validate(config, "config.schema.yaml")
 
-from speechdissect.config_checks import check_config
+from speechdissect.config_checks import check_config, check_device
 
 check_config(config)  # cross-key checks (names that must exist elsewhere in the config)
+# device: cuda needs CUDA where jobs run: here, or inside each cluster job (remote_exec), not on a
+# cluster's submit host (often GPU-less), which profiles/slurm marks with SPEECHDISSECT_SUBMIT_HOST
+if workflow.remote_exec or not os.environ.get("SPEECHDISSECT_SUBMIT_HOST"):
+    check_device(config)
 
 include: "rules/common.smk"
 include: "rules/functions/corpus.smk"

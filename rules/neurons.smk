@@ -15,14 +15,6 @@ NEURON_REMOVE = NEURON_MASKS.get("remove", list(NEURON_PROPERTIES))
 NEURON_PROTECT = NEURON_MASKS.get("protect", list(NEURON_PROPERTIES))
 NEURON_RANDOM_DRAWS = int(NEURON_MASKS.get("random_draws", 1))  # random-neuron controls per removal mask
 
-for _entry in [*NEURON_REMOVE, *NEURON_PROTECT]:
-    if _entry.split(":")[0] not in NEURON_PROPERTIES:
-        raise ValueError(f"config key neurons.masks.remove/protect: {_entry!r} names no property of "
-                         f"neurons.properties {NEURON_PROPERTIES}; use a property or property:group")
-for _s in NEURON_SPARSITIES:
-    if not 0.0 < _s < 1.0:
-        raise ValueError(f"config key neurons.masks.sparsities: {_s} is not in (0, 1)")
-
 
 rule neuron_probabilities:
     input:

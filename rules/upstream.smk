@@ -4,10 +4,6 @@
 
 UPSTREAMS = config.get("upstreams", {})
 ANALYSIS_UPSTREAMS = config.get("analysis_upstreams", list(UPSTREAMS))
-for _name in ANALYSIS_UPSTREAMS:
-    if _name not in UPSTREAMS:
-        raise ValueError(f"config key analysis_upstreams: {_name!r} is not defined under upstreams: "
-                         f"(defined: {sorted(UPSTREAMS)})")
 
 
 rule pretrain_upstream:

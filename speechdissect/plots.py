@@ -15,16 +15,31 @@ import seaborn as sns  # noqa: E402
 sns.set_theme(context="paper", style="whitegrid")
 
 
+#: what makes two saves of one figure differ: the SVG's date and its random element ids (salted
+#: with a fresh uuid unless svg.hashsalt is set), the matplotlib version in both formats
+_METADATA = {"png": {"Software": None}, "svg": {"Date": None, "Creator": None}}
+_RC = {"svg.hashsalt": "speechdissect"}
+
+
 def save_figure(fig, png: str | os.PathLike, svg: str | os.PathLike | None = None, dpi: int = 150) -> None:
-    """Write ``fig`` to ``png`` (and ``svg``) through temporary names, then close it."""
+    """Write ``fig`` to ``png`` (and ``svg``) through temporary names, then close it.
+
+    The one way figures are saved: byte-identical files for the same figure, on every run
+    (no date, no matplotlib version, element ids from a fixed salt).
+    """
     for path, fmt in ((png, "png"), (svg, "svg")):
         if path is None:
             continue
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
-        os.replace(tmp, path)
+        try:
+            with plt.rc_context(_RC):
+                fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight", metadata=_METADATA[fmt])
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
     plt.close(fig)
 
 

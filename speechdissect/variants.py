@@ -238,4 +238,6 @@ def make_variant(ckpt: Mapping, variant: str, mask=None) -> dict:
 
 def load_checkpoint(path) -> dict:
     """A checkpoint written by speech-dissect (plain tensors and dicts: safe with ``weights_only=True``)."""
-    return torch.load(str(path), map_location="cpu", weights_only=True)
+    from speechdissect.upstreams.registry import load_checkpoint as _load
+
+    return _load(path)

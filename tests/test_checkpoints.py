@@ -1,10 +1,10 @@
-"""Checkpoints are loaded with ``weights_only=True`` wherever the format allows.
+"""Checkpoints are loaded with ``weights_only=True`` only.
 
-Every ``torch.load`` in the library and the workflow scripts says ``weights_only``
-explicitly; ``weights_only=False`` appears only as the fallback, in an ``except``
-clause, after a ``weights_only=True`` attempt on the same file (for checkpoints not
-written here, e.g. converted fairseq ones). Every checkpoint the tiny workflow run
-writes (upstreams, model variants) loads with ``weights_only=True``.
+Every ``torch.load`` in the library and the workflow scripts says ``weights_only=True``
+explicitly; there is no ``weights_only=False`` fallback (a checkpoint that needs pickle is
+refused with a message saying how to convert it: tests/test_checkpoint_safety.py). Every
+checkpoint the tiny workflow run writes (upstreams, model variants) loads with
+``weights_only=True``.
 """
 from __future__ import annotations
 
@@ -32,25 +32,17 @@ def _weights_only(call: ast.Call):
     return None
 
 
-def test_every_torch_load_is_weights_only_or_a_fallback():
+def test_every_torch_load_is_weights_only():
     calls = 0
     for path in SOURCES:
         tree = ast.parse(path.read_text(), str(path))
-        fallbacks = set()
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Try):
-                tried = [c for stmt in node.body for c in ast.walk(stmt) if _is_torch_load(c)]
-                if any(_weights_only(c) is True for c in tried):
-                    fallbacks |= {id(c) for h in node.handlers for c in ast.walk(h) if _is_torch_load(c)}
         for node in ast.walk(tree):
             if not _is_torch_load(node):
                 continue
             calls += 1
             where = f"{path.relative_to(REPO)}:{node.lineno}"
             flag = _weights_only(node)
-            assert flag is not None, f"{where}: torch.load without weights_only"
-            assert flag is True or id(node) in fallbacks, (
-                f"{where}: torch.load(weights_only={flag}) outside the fallback of a weights_only=True attempt")
+            assert flag is True, f"{where}: torch.load(weights_only={flag}); only weights_only=True is allowed"
     assert calls > 0, "no torch.load found: the test looks in the wrong place"
 
 

@@ -1,12 +1,6 @@
 # Helper functions of rules/attention.smk (kept apart from the rules, as snakemake --lint asks).
 
 
-def _att_config_error(key, problem):
-    raise ValueError(f"config key attention.{key}: {problem} (see docs/attention_config.md)")
-
-
-
-
 def att_out(name):
     """Output pattern of one attention-stage file (wildcards {upstream}, {corpus})."""
     return f"{ATT_DIR}/{name}"
@@ -35,43 +29,6 @@ def attention_targets():
 
 def att_cache(split):
     return lambda wc: cache_dir(wc.upstream, split, wc.corpus)
-
-
-
-def _check_head_pruning_tasks(tasks):
-    from speechdissect.downstream.tasks import TASKS
-
-    bad = [t for t in tasks if t not in TASKS]
-    if bad:
-        raise ValueError(f"config key pruning.heads.tasks: unknown downstream task(s) {bad}; valid tasks: {sorted(TASKS)}")
-    return tasks
-
-
-
-def _upstream_family(name):
-    """Family of a configured upstream trained here (pretrain / finetune), None for hub / local entries."""
-    spec = UPSTREAMS[name]
-    if spec["source"] == "finetune":
-        return _upstream_family(spec["base"])
-    if spec["source"] == "pretrain":
-        return spec.get("family")
-    return None
-
-
-
-def _check_head_pruning_upstream(name):
-    key = "pruning.heads.upstreams" if "upstreams" in _PRUNE_HEADS else "pruning.upstreams"
-    if name not in UPSTREAMS:
-        raise ValueError(f"config key {key}: {name!r} is not defined under upstreams: {sorted(UPSTREAMS)}")
-    family = _upstream_family(name)
-    if family != "hubert":
-        what = f"a {family} checkpoint" if family else f"a {UPSTREAMS[name]['source']} upstream (no checkpoint of its own here)"
-        raise ValueError(
-            f"config key {key}: head pruning of {name!r} is not supported: it is {what}, and head-pruned "
-            "variants are made by zeroing the out_proj columns of a hubert_local checkpoint trained by this "
-            "workflow (speechdissect/variants.py; Mockingjay checkpoints are not supported). Use upstreams of "
-            "family hubert there (e.g. mini_hubert, mini_hubert_ft), or set pruning.heads.upstreams to "
-            "choose the head-pruned upstreams apart from the other pruning studies.")
 
 
 

@@ -9,18 +9,8 @@ def convexity_targets():
 
 
 def _layer_pruning():
-    """pruning.layers, with its task lists checked against pruning.layers.tasks."""
-    layers = (config.get("pruning") or {}).get("layers") or {}
-    tasks = layers.get("tasks") or {}
-    for key in ("depth_tasks", "finetune_tasks"):
-        bad = [t for t in layers.get(key) or [] if t not in tasks]
-        if bad:
-            raise ValueError(f"config key pruning.layers.{key}: {bad} not in pruning.layers.tasks {sorted(tasks)} "
-                             f"(a layer task needs the property whose most convex layer sets its cut)")
-    bad = [t for t in layers.get("finetune_steps") or {} if t not in tasks]
-    if bad:
-        raise ValueError(f"config key pruning.layers.finetune_steps: {bad} not in pruning.layers.tasks {sorted(tasks)}")
-    return layers
+    """pruning.layers (its task lists are checked by speechdissect.config_checks)."""
+    return (config.get("pruning") or {}).get("layers") or {}
 
 
 def finetune_steps(task):

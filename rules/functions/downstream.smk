@@ -1,16 +1,6 @@
 # Helper functions of rules/downstream.smk (kept apart from the rules, as snakemake --lint asks).
 
 
-def _check_tasks(tasks, key):
-    from speechdissect.downstream.tasks import TASKS
-
-    bad = [t for t in tasks if t not in TASKS]
-    if bad:
-        raise ValueError(f"config key {key}: unknown downstream task(s) {bad}; valid tasks: {sorted(TASKS)}")
-    return tasks
-
-
-
 def variant_mask(wildcards):
     """The mask file a variant is made from (none for original / layers-N)."""
     kind, _, name = wildcards.variant.partition("-")

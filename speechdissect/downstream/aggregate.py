@@ -184,12 +184,9 @@ def plot_scores(summary: pd.DataFrame, out_path: str | os.PathLike, title: str |
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    from speechdissect.plots import save_figure
+
     out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for suffix in (".png", ".svg"):
-        p = out.with_suffix(suffix)
-        fig.savefig(p, dpi=150, bbox_inches="tight")
-        paths.append(p)
-    plt.close(fig)
+    paths = [out.with_suffix(".png"), out.with_suffix(".svg")]
+    save_figure(fig, *paths)
     return paths

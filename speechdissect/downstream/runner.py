@@ -343,12 +343,7 @@ def run_seeds(
     write_json_atomic(spec_path, spec)
     cmd = [sys.executable, "-m", "speechdissect.downstream.runner", str(spec_path)]
 
-    env = dict(os.environ)
-    repo = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        env[var] = str(threads)
-    env.setdefault("PYTHONWARNINGS", "ignore")
+    env = subprocess_env(threads, device)
     launcher_log = first / "launcher.log"
     start = time.perf_counter()
     with open(launcher_log, "w") as log:
@@ -428,6 +423,25 @@ def run_seeds(
         raise DownstreamRunError(f"s3prl run_downstream failed (exit {proc.returncode}) for task {task}, seed "
                                  f"{run['seed']}; log: {logs[0] if logs else launcher_log}\n{tail}")
     return results
+
+
+def subprocess_env(threads: int, device: str, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment of the runner subprocess: this package first on the path, ``threads`` BLAS threads.
+
+    With a CPU ``device`` the GPUs are hidden (``CUDA_VISIBLE_DEVICES=""``): s3prl 0.4.18's
+    ``Runner.evaluate`` calls ``torch.cuda.device(args.device)`` whenever CUDA is visible, which
+    raises ``ValueError`` for ``"cpu"`` in torch 2.8, so a CPU probe would die at its first
+    evaluation on a GPU machine.
+    """
+    env = dict(os.environ if base is None else base)
+    repo = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[var] = str(threads)
+    env.setdefault("PYTHONWARNINGS", "ignore")
+    if str(device).split(":")[0] == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    return env
 
 
 # --------------------------------------------------------------------------- subprocess side
@@ -518,6 +532,13 @@ def _probe_upstream(hub, spec: dict, ns: argparse.Namespace) -> dict:
                                          f"Close matches: {', '.join(close) or 'none'}. Valid names: the {len(names)} "
                                          f"s3prl.hub entries, with a checkpoint: {', '.join(n for n in names if n.endswith('_local'))}; "
                                          "all of them: speechdissect.upstreams.available_names()")
+    from speechdissect.upstreams.registry import CheckpointError, check_local_checkpoint, cuda_synchronize
+
+    if ckpt is not None:
+        try:
+            check_local_checkpoint(ckpt)  # before s3prl's loader unpickles or eval()s anything in it
+        except CheckpointError as exc:
+            raise _ProbeError(EXIT_UPSTREAM, str(exc)) from exc
     try:
         model = entry(ckpt=ckpt, model_config=ns.upstream_model_config, refresh=False)
     except Exception as exc:  # noqa: BLE001 - report any loader failure clearly
@@ -533,8 +554,10 @@ def _probe_upstream(hub, spec: dict, ns: argparse.Namespace) -> dict:
             raise _ProbeError(EXIT_UPSTREAM, f"upstream {name} ({ckpt}) loads but its forward pass fails: "
                                              f"{type(exc).__name__}: {exc}") from exc
         for _ in range(max(1, int(spec["latency_runs"]))):
+            cuda_synchronize(ns.device)
             t0 = time.perf_counter()
             model(wav)
+            cuda_synchronize(ns.device)
             runs.append((time.perf_counter() - t0) * 1000)
     hidden = out.get("hidden_states")
     n_hidden = len(hidden) if isinstance(hidden, (list, tuple)) else None

@@ -49,7 +49,7 @@ import torch.nn.functional as F
 
 from .. import frames
 from .features import assign_clusters, fit_kmeans, load_wavs, mfcc_grid, stack_context
-from .registry import save_checkpoint
+from .registry import check_local_checkpoint, save_checkpoint
 
 __all__ = [
     "DEFAULT_HUBERT_MODEL",
@@ -159,6 +159,73 @@ DEFAULT_HUBERT_TRAIN: dict = {
 }
 
 
+#: bounds of a conv_feature_layers string (the standard one is 7 layers, ~60 characters)
+_CONV_MAX_CHARS = 2000
+_CONV_MAX_LAYERS = 64
+
+
+def parse_conv_feature_layers(text: str) -> list[tuple[int, int, int]]:
+    """The ``(channels, kernel, stride)`` conv layers of a ``conv_feature_layers`` string, without ``eval``.
+
+    s3prl (as fairseq) ``eval``s this string when it builds a HuBERT / wav2vec 2.0 model, so a
+    config value or a checkpoint's ``model_cfg`` could run code there; it is parsed here first,
+    by a grammar of what those configs write: terms joined by ``+``, each a list of 3-tuples of
+    positive integers, optionally repeated ``* n``, e.g.
+    ``"[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"``.
+
+    Raises
+    ------
+    ValueError
+        Anything else (a name, a call, an attribute, a non-integer, a wrong shape), without
+        evaluating any of it.
+    """
+    import ast
+
+    def bad(why: str) -> ValueError:
+        return ValueError(f"conv_feature_layers {str(text)[:200]!r}: {why}; expected terms like "
+                          "[(channels, kernel, stride)] * n joined by +, e.g. "
+                          "'[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2'")
+
+    def positive_int(node) -> int:
+        if not (isinstance(node, ast.Constant) and type(node.value) is int and node.value > 0):
+            raise bad(f"{ast.dump(node)[:80]} is not a positive integer literal")
+        return node.value
+
+    def layers(node) -> list[tuple[int, int, int]]:
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+            out = layers(node.left) + layers(node.right)
+        elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult):
+            lst, n = (node.left, node.right) if isinstance(node.left, ast.List) else (node.right, node.left)
+            if not isinstance(lst, ast.List):
+                raise bad("only a [...] list may be repeated with *")
+            count = positive_int(n)
+            if count > _CONV_MAX_LAYERS:
+                raise bad(f"repeat count {count} > {_CONV_MAX_LAYERS}")
+            out = layers(lst) * count
+        elif isinstance(node, ast.List):
+            out = []
+            for item in node.elts:
+                if not (isinstance(item, ast.Tuple) and len(item.elts) == 3):
+                    raise bad("each layer is a (channels, kernel, stride) tuple")
+                out.append(tuple(positive_int(e) for e in item.elts))
+        else:
+            raise bad(f"{type(node).__name__} is not allowed")
+        if len(out) > _CONV_MAX_LAYERS:
+            raise bad(f"more than {_CONV_MAX_LAYERS} layers")
+        return out
+
+    if not isinstance(text, str) or len(text) > _CONV_MAX_CHARS:
+        raise bad(f"not a string of at most {_CONV_MAX_CHARS} characters")
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError as e:
+        raise bad(f"syntax error ({e.msg})") from None
+    result = layers(tree.body)
+    if not result:
+        raise bad("no layers")
+    return result
+
+
 def resolve_hubert_config(config: dict | None) -> dict:
     """Merge ``config`` over the defaults: ``{"model": {...}, "task": {...}, **train}``.
 
@@ -179,7 +246,7 @@ def resolve_hubert_config(config: dict | None) -> dict:
     bad = set(task) - {f.name for f in dataclasses.fields(HubertPretrainingConfig)}
     if bad:
         raise ValueError(f"unknown HubertPretrainingConfig fields {sorted(bad)}")
-    layers = eval(model["conv_feature_layers"])  # noqa: S307 - same as s3prl does
+    layers = parse_conv_feature_layers(model["conv_feature_layers"])  # before s3prl's own eval() sees it
     if [(k, s) for _, k, s in layers] != [(10, 5)] + [(3, 2)] * 4 + [(2, 2)] * 2:
         raise ValueError(
             "conv_feature_layers must keep the standard kernels/strides (10,5),(3,2)x4,(2,2)x2 "
@@ -258,10 +325,7 @@ def load_hubert_checkpoint(path: str | Path):
     """
     from s3prl.upstream.hubert.convert import load_converted_model
 
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception:  # e.g. an s3prl-converted fairseq checkpoint: trusted input
-        state = torch.load(str(path), map_location="cpu", weights_only=False)
+    state = check_local_checkpoint(path)  # before s3prl's own torch.load / eval() see the file
     model, _ = load_converted_model(str(path))
     n_clusters = len(state["dictionaries_symbols"][0])
     return model, state["model_cfg"], state["task_cfg"], n_clusters, state.get("speechdissect", {})
@@ -324,10 +388,15 @@ def deterministic(seed: int, threads: int | None = None):
 
 @contextmanager
 def fixed_rng(seed: int):
-    """Run a block with fixed python/numpy/torch RNG states, restoring the outer ones after."""
+    """Run a block with fixed python/numpy/torch RNG states, restoring the outer ones after.
+
+    ``torch.manual_seed`` reseeds every CUDA generator too, so their states are saved and
+    restored as well when CUDA is available (``fork_rng`` over every device).
+    """
     py_state = random.getstate()
     np_state = np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
+    cuda_devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=cuda_devices):
         random.seed(seed)
         np.random.seed(seed % (2**32))
         torch.manual_seed(seed)

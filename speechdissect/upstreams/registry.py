@@ -11,8 +11,10 @@ Every model the project analyses goes through s3prl:
 
 Checkpoints are written with plain tensors, dicts, lists and strings only, so
 ``torch.load(path, weights_only=True)`` reads them (s3prl itself loads them
-without ``weights_only``), and atomically: :func:`save_checkpoint` writes a
-temporary sibling and renames it.
+without ``weights_only``, safe only because torch >= 2.6 defaults it to True:
+tests/test_checkpoint_safety.py pins that), and atomically: :func:`save_checkpoint`
+writes a temporary sibling and renames it. Every checkpoint is read with
+:func:`load_checkpoint`, which never unpickles objects.
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ __all__ = [
     "available_names",
     "paired_latency",
     "checkpoint_entry",
+    "cuda_synchronize",
+    "CheckpointError",
+    "check_local_checkpoint",
+    "load_checkpoint",
     "describe",
     "family_of",
     "load_upstream",
@@ -76,6 +82,10 @@ _FAMILY_BY_PREFIX = [
 
 class UpstreamDownloadError(RuntimeError):
     """A named s3prl hub entry could not fetch its checkpoint (no network)."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that holds pickled Python objects: refused, since unpickling runs code."""
 
 
 # --------------------------------------------------------------------------- #
@@ -216,12 +226,57 @@ def save_checkpoint(state: dict, path: str | Path) -> Path:
     return path
 
 
+def load_checkpoint(path: str | Path) -> Any:
+    """The contents of a checkpoint file, read with ``torch.load(weights_only=True)`` only.
+
+    Unpickling a file can run any code it carries (a ``local`` upstream's ``path:`` or a
+    checkpoint dropped under ``resources/``), so a checkpoint that holds pickled Python
+    objects (e.g. an ``argparse.Namespace`` or a dataclass config) is refused with
+    :class:`CheckpointError`, which says how to convert it, instead of being retried with
+    ``weights_only=False``.
+    """
+    import pickle
+
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        # torch names the object it refused ("Trying to load unsupported GLOBAL posix.system ...")
+        why = next((line for line in lines if "unsupported" in line.lower() and "weights_only" not in line),
+                   lines[-1] if lines else type(e).__name__)
+        raise CheckpointError(
+            f"{path}: refused: this checkpoint holds pickled Python objects ({why}), and unpickling a file can "
+            "run any code in it, so speech-dissect reads checkpoints with torch.load(weights_only=True) only. "
+            "If you trust the file, convert it once in a trusted Python: state = torch.load(path, "
+            "weights_only=False); turn every object in it into plain dicts, lists, str, numbers and tensors "
+            "(e.g. vars(args), dataclasses.asdict(cfg), omegaconf.OmegaConf.to_container(cfg)); "
+            "torch.save(state, new_path); then point the config (upstreams.<name>.path) at new_path"
+        ) from None
+
+
+def check_local_checkpoint(ckpt: str | Path) -> Any:
+    """Read a ``*_local`` checkpoint safely and check what s3prl would ``eval`` from it; return its state.
+
+    s3prl's loaders call ``torch.load`` (safe only by torch's ``weights_only=True`` default) and
+    ``eval`` the ``model_cfg.conv_feature_layers`` string of HuBERT / wav2vec 2.0 checkpoints;
+    both are done here first, safely (:func:`load_checkpoint`,
+    :func:`speechdissect.upstreams.hubert.parse_conv_feature_layers`).
+    """
+    from .hubert import parse_conv_feature_layers
+
+    state = load_checkpoint(ckpt)
+    model_cfg = state.get("model_cfg") if isinstance(state, dict) else None
+    if isinstance(model_cfg, dict) and "conv_feature_layers" in model_cfg:
+        try:
+            parse_conv_feature_layers(model_cfg["conv_feature_layers"])
+        except ValueError as e:
+            raise CheckpointError(f"{ckpt}: refused: model_cfg.{e} (s3prl would eval() this string)") from None
+    return state
+
+
 def checkpoint_entry(ckpt: str | Path) -> str:
     """The s3prl ``*_local`` entry that loads ``ckpt`` (``hubert_local`` or ``mockingjay_local``)."""
-    try:
-        state = torch.load(str(ckpt), map_location="cpu", weights_only=True)
-    except Exception:  # checkpoints not written here (pickled configs): trusted input
-        state = torch.load(str(ckpt), map_location="cpu", weights_only=False)
+    state = load_checkpoint(ckpt)
     if isinstance(state, dict) and {"task_cfg", "model_cfg", "model_weight"} <= set(state):
         return "hubert_local" if "dictionaries_symbols" in state else "wav2vec2_local"
     if isinstance(state, dict) and "Transformer" in state and ("Upstream_Config" in state or "Config" in state):
@@ -277,6 +332,8 @@ def load_upstream(name: str, ckpt: str | Path | None = None, device: str = "cpu"
         Unknown name (with close matches), missing/unneeded ``ckpt``.
     FileNotFoundError
         ``ckpt`` does not exist.
+    CheckpointError
+        ``ckpt`` holds pickled objects or a ``conv_feature_layers`` that is not plain layer tuples.
     UpstreamDownloadError
         A named entry needs to download its checkpoint and cannot.
     """
@@ -290,6 +347,7 @@ def load_upstream(name: str, ckpt: str | Path | None = None, device: str = "cpu"
         ckpt = Path(ckpt)
         if not ckpt.is_file():
             raise FileNotFoundError(f"upstream checkpoint not found: {ckpt} (train it first, e.g. the pretrain_upstream rule)")
+        check_local_checkpoint(ckpt)
         try:
             model = S3PRLUpstream(name, path_or_url=str(ckpt))
         except Exception as e:
@@ -436,6 +494,16 @@ def describe(model: nn.Module) -> dict[str, Any]:
     return info
 
 
+def cuda_synchronize(device) -> None:
+    """Wait for the kernels queued on a CUDA ``device`` (no-op elsewhere), so a timer brackets the work.
+
+    CUDA calls return before their kernels finish: a forward pass timed without it measures
+    only the kernel launches.
+    """
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def paired_latency(models: dict[str, nn.Module], seconds: float = 3.0, rounds: int = 21,
                    seed: int = 0) -> dict[str, float]:
     """Fastest forward time (ms) of each model on the same random input, the models taking turns.
@@ -471,7 +539,9 @@ def paired_latency(models: dict[str, nn.Module], seconds: float = 3.0, rounds: i
                 model = models[name]
                 device = next(model.parameters()).device
                 x, lens = wav.to(device), torch.tensor([n], device=device)
+                cuda_synchronize(device)
                 t0 = time.perf_counter()
                 model(x, lens)
+                cuda_synchronize(device)
                 times[name].append((time.perf_counter() - t0) * 1000.0)
     return {name: min(ts) for name, ts in times.items()}
