@@ -110,7 +110,7 @@ def pruning_table(runs: pd.DataFrame, tasks: Mapping[str, str], best_layers: Map
         ``most_convex_layer``, ``layers_kept``, ``layers_total``, ``metric``, ``n_seeds``,
         ``full_mean``/``full_ci_half``, ``pruned_mean``/``pruned_ci_half``, ``accuracy_change_points``
         (pruned - full, in points of 100), ``accuracy_change_pct`` (relative), ``full_params``,
-        ``pruned_params``, ``params_change_pct``, ``full_train_s``, ``pruned_train_s``,
+        ``pruned_params``, ``params_change_pct``, ``full_train_seconds``, ``pruned_train_seconds``,
         ``train_time_change_pct``, ``full_latency_ms``, ``pruned_latency_ms``, ``latency_change_pct``.
     """
     rows = []
@@ -136,10 +136,10 @@ def pruning_table(runs: pd.DataFrame, tasks: Mapping[str, str], best_layers: Map
                 "accuracy_change_points": 100.0 * (p["mean"] - f["mean"]),
                 "accuracy_change_pct": _change(p["mean"], f["mean"]),
             }
-            for name, col in (("params", "upstream_params"), ("train_s", "train_seconds"), ("latency_ms", "upstream_latency_ms")):
+            for name, col in (("params", "upstream_params"), ("train_seconds", "train_seconds"), ("latency_ms", "upstream_latency_ms")):
                 a, b = _mean(full, col), _mean(pruned, col)
                 row[f"full_{name}"], row[f"pruned_{name}"] = a, b
-                key = {"params": "params_change_pct", "train_s": "train_time_change_pct", "latency_ms": "latency_change_pct"}[name]
+                key = {"params": "params_change_pct", "train_seconds": "train_time_change_pct", "latency_ms": "latency_change_pct"}[name]
                 row[key] = _change(b, a)
             row["latency_source"] = "per_job"
             if latency and "original" in latency and variant in latency:

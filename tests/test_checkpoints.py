@@ -49,7 +49,8 @@ def test_every_torch_load_is_weights_only():
 @pytest.mark.slow
 @pytest.mark.workflow
 def test_checkpoints_the_workflow_writes_load_weights_only(tiny_run):
-    torch = pytest.importorskip("torch")
+    import torch
+
     ckpts = [p for top in ("resources", "results") for ext in ("*.ckpt", "*.pt", "*.pth")
              for p in sorted((tiny_run / top).rglob(ext)) if not p.name.startswith(NOT_OURS)]
     assert ckpts, "the tiny run wrote no checkpoint"

@@ -212,8 +212,7 @@ def test_download_librispeech_bad_checksum_leaves_nothing(server, tmp_path):
 def test_checksums_match_torchaudio():
     """Compare with torchaudio's table by reading its source (importing it would load torch)."""
     spec = importlib.util.find_spec("torchaudio")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("torchaudio not installed")
+    assert spec is not None and spec.submodule_search_locations, "torchaudio (a required dependency) is not installed"
     src = (Path(spec.submodule_search_locations[0]) / "datasets" / "librispeech.py").read_text()
     found = dict(re.findall(r'resources/12/([\w-]+)\.tar\.gz":\s*"([0-9a-f]{64})"', src))
     assert found == LIBRISPEECH_SHA256

@@ -6,6 +6,7 @@ import importlib
 import importlib.util
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -291,8 +292,6 @@ def test_expert_reads_the_task_files(tiny, tmp_path, name):
     import torch
 
     task = T.get_task(name)
-    if task.expert == "asr":
-        pytest.importorskip("editdistance")
     datarc = T.load_datarc(_prepare(tiny, name, tmp_path / "d"))
     cfg = T.build_config(task, datarc, steps=5, n_train=T.count_train_items(task, datarc))
     from speechdissect.downstream import experts
@@ -672,3 +671,140 @@ def test_baseline_upstreams_load_and_probe_through_s3prl(tiny, tmp_path, name):
     r = run_task("phone_linear", name, None, data, tmp_path / "exp", seed=0, steps=6, latency_runs=1)
     assert r["s3prl_upstream"] == name and r["ckpt"] is None and 0.0 <= r["score"] <= 1.0
     assert r["n_hidden_states"] == 1 and r["upstream_params"] == 0
+
+# --------------------------------------------------------------------------- runner: parsing and failure paths (fast)
+
+
+def _write_events(expdir: Path, scalars: dict[str, list[tuple[int, float]]]) -> None:
+    """A tensorboard file as s3prl's runner writes it (tensorboardX SummaryWriter.add_scalar)."""
+    from tensorboardX import SummaryWriter
+
+    with SummaryWriter(str(expdir)) as w:
+        for tag, points in scalars.items():
+            for step, value in points:
+                w.add_scalar(tag, value, step)
+
+
+def test_read_scalars_of_a_tensorboard_file(tmp_path):
+    from speechdissect.downstream.runner import read_scalars, select_score
+
+    logged = {"libri_phone/dev-acc": [(10, 0.5), (20, 0.75), (30, 0.625)],
+              "libri_phone/test-acc": [(10, 0.25), (20, 0.5), (30, 0.875)],
+              "libri_phone/train-acc": [(5, 0.125)]}
+    _write_events(tmp_path, logged)
+    assert read_scalars(tmp_path) == logged   # values exact in float32
+    assert read_scalars(tmp_path / "nowhere") == {}
+    s = select_score(T.get_task("phone_linear"), read_scalars(tmp_path))
+    assert (s["best_step"], s["score"], s["dev_score"], s["score_last"]) == (20, 0.5, 0.75, 0.875)
+    assert s["history"] == {"dev": [[10, 0.5], [20, 0.75], [30, 0.625]], "test": [[10, 0.25], [20, 0.5], [30, 0.875]]}
+
+
+def test_select_score_edge_cases():
+    from speechdissect.downstream.runner import DownstreamRunError, select_score
+
+    task = T.get_task("phone_linear")
+    with pytest.raises(DownstreamRunError, match=r"no 'libri_phone/test-acc' scalar was logged \(tags: \['libri_phone/dev-acc'\]\)"):
+        select_score(task, {"libri_phone/dev-acc": [(10, 0.5)]})
+    # a dev evaluation without a test one at that step is not a candidate
+    s = select_score(task, {"libri_phone/dev-acc": [(10, 0.9), (20, 0.5)], "libri_phone/test-acc": [(20, 0.4)]})
+    assert (s["best_step"], s["score"]) == (20, 0.4)
+    # no dev split: the last evaluation, dev_score NaN
+    s = select_score(task, {"libri_phone/test-acc": [(10, 0.3), (20, 0.35)]})
+    assert s["best_step"] == 20 and s["score"] == 0.35 and math.isnan(s["dev_score"])
+    # lower is better, ties: the earliest step
+    ctc = T.get_task("ctc")
+    s = select_score(ctc, {"asr/dev-clean-uer": [(5, 60.0), (10, 60.0), (15, 70.0)],
+                           "asr/test-clean-uer": [(5, 62.0), (10, 61.0), (15, 50.0)]})
+    assert s["best_step"] == 5 and s["score"] == pytest.approx(0.62) and s["score_last"] == pytest.approx(0.50)
+
+
+class _FakeChild:
+    """Stands in for the runner subprocess: writes what the real one writes on a given outcome."""
+
+    def __init__(self, code: int, finished: int = 0, error: str | None = None, log: str = ""):
+        self.code, self.finished, self.error, self.log = code, finished, error, log
+
+    def __call__(self, cmd, cwd=None, env=None, stdout=None, stderr=None, timeout=None):
+        import subprocess
+
+        spec = json.loads(Path(cmd[-1]).read_text())
+        for k, run in enumerate(spec["runs"]):
+            if self.error is not None:
+                Path(run["probe_out"]).write_text(json.dumps({"error": self.error}))
+            elif k < self.finished:
+                _write_events(Path(run["expdir"]), {"libri_phone/dev-acc": [(10, 0.5)], "libri_phone/test-acc": [(10, 0.25)]})
+                Path(run["probe_out"]).write_text(json.dumps({"finished": True, "run_seconds": 1.0, "latency_ms": 2.0}))
+            elif k == self.finished and self.log:
+                Path(run["log"]).write_text(self.log)
+        return subprocess.CompletedProcess(cmd, self.code)
+
+
+@pytest.fixture
+def fake_run(tiny, tmp_path, monkeypatch):
+    """run_seeds with the subprocess replaced: (outcome) -> the call's result or exception."""
+    from speechdissect.downstream import runner
+
+    data = _prepare(tiny, "phone_linear", tmp_path / "data")
+    ckpt = tmp_path / "up.ckpt"
+    ckpt.write_bytes(b"only its existence is checked before the subprocess")
+
+    def call(child: _FakeChild, layer=None):
+        monkeypatch.setattr(runner.subprocess, "run", child)
+        return runner.run_seeds("phone_linear", "hubert_local", ckpt, data, [tmp_path / "s0", tmp_path / "s1"], [0, 1],
+                                steps=10, layer=layer)
+    return call, tmp_path
+
+
+def test_runner_reports_an_upstream_that_does_not_load(fake_run):
+    from speechdissect.downstream.runner import EXIT_UPSTREAM, UpstreamLoadError
+
+    call, tmp = fake_run
+    msg = "upstream hubert_local could not load checkpoint up.ckpt: KeyError: 'model_cfg'"
+    with pytest.raises(UpstreamLoadError, match=re.escape(msg)):
+        call(_FakeChild(EXIT_UPSTREAM, error=msg))
+    assert not (tmp / "s0" / "result.json").exists() and not (tmp / "s1" / "result.json").exists()
+
+
+def test_runner_reports_a_layer_out_of_range(fake_run):
+    from speechdissect.downstream.runner import EXIT_LAYER
+
+    call, tmp = fake_run
+    with pytest.raises(ValueError, match=r"layer 7 out of range: upstream hubert_local \(up.ckpt\) has hidden states 0\.\.3"):
+        call(_FakeChild(EXIT_LAYER, error="layer 7 out of range: upstream hubert_local (up.ckpt) has hidden states 0..3"), layer=7)
+    assert not (tmp / "s0" / "result.json").exists()
+
+
+def test_runner_reports_s3prl_failing_with_its_log(fake_run):
+    """s3prl dies in the second seed: the first seed's result is kept, the error names the seed and shows the log."""
+    from speechdissect.downstream.runner import DownstreamRunError
+
+    call, tmp = fake_run
+    log = "Traceback (most recent call last):\n  File \"expert.py\", line 9\nRuntimeError: shape mismatch in s3prl\n"
+    with pytest.raises(DownstreamRunError, match=r"(?s)exit 1\) for task phone_linear, seed 1; log: .*s1/run_downstream\.log"
+                                                 r".*RuntimeError: shape mismatch in s3prl"):
+        call(_FakeChild(1, finished=1, log=log))
+    first = json.loads((tmp / "s0" / "result.json").read_text())
+    assert (first["seed"], first["score"], first["best_step"]) == (0, 0.25, 10)
+    assert not (tmp / "s1" / "result.json").exists()
+
+
+def test_runner_reports_a_child_that_died_without_a_word(fake_run):
+    from speechdissect.downstream.runner import DownstreamRunError
+
+    call, tmp = fake_run
+    with pytest.raises(DownstreamRunError, match=r"exit -9\) for task phone_linear, seed 0; log: .*launcher\.log"):
+        call(_FakeChild(-9))
+
+
+@pytest.mark.slow
+def test_s3prl_failing_in_the_real_runner_is_reported_with_its_log(tiny, tmp_path):
+    """An optimizer s3prl cannot build: the upstream loads (probe passes), then s3prl's own code fails."""
+    from speechdissect.downstream.runner import DownstreamRunError, run_task
+
+    ckpt = save_tiny_hubert(tmp_path / "tiny_hubert.pt")
+    data = _prepare(tiny, "phone_linear", tmp_path / "data")
+    with pytest.raises(DownstreamRunError, match=r"(?s)s3prl run_downstream failed \(exit 1\) for task phone_linear, seed 0"
+                                                 r".*NoSuchOptim"):
+        run_task("phone_linear", "hubert_local", ckpt, data, tmp_path / "exp", steps=2, latency_runs=1,
+                 overrides={"optimizer.torch_optim_name": "NoSuchOptim"})
+    assert not (tmp_path / "exp" / "result.json").exists()

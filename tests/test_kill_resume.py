@@ -6,7 +6,8 @@ a downstream evaluation). The kill is SIGKILL to Snakemake and every process und
 (the job's script, s3prl's runner), as a crashed node or an OOM kill would. After each
 kill no output of the killed job may look finished: Snakemake must plan the job again.
 The user's recovery is ``snakemake --unlock`` and a rerun with ``--rerun-incomplete``;
-the last rerun completes, and every table then equals the shared uninterrupted ``tiny_run``'s.
+the last rerun completes, and every output then equals the shared uninterrupted ``tiny_run``'s
+by content (tests/outputs.py).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import REPO, SNAKEMAKE, TINY_CONFIG, run_snakemake
+from tests.conftest import REPO, SNAKEMAKE, TINY_CONFIG, TINY_RUN_TIMEOUT, WORKFLOW_TEST_TIMEOUT, run_snakemake
 from tests.outputs import assert_same_outputs
 
 pytestmark = [pytest.mark.slow, pytest.mark.workflow]
@@ -110,7 +111,7 @@ class SnakemakeRun:
         return "\n".join(self.lines)
 
 
-def kill_while_running(workdir: Path, rule: str, script: str, *args: str, timeout: float = 1800) -> dict:
+def kill_while_running(workdir: Path, rule: str, script: str, *args: str, timeout: float = TINY_RUN_TIMEOUT) -> dict:
     """Run until a job of ``rule`` is computing (its script process exists and its log has content), kill -9."""
     run = SnakemakeRun(workdir, *args)
     t0 = time.monotonic()
@@ -150,6 +151,8 @@ def planned(workdir: Path, *targets: str) -> dict[str, int]:
     return jobs
 
 
+# one run in four parts (three killed), and the shared tiny_run if no test built it before
+@pytest.mark.timeout(2 * TINY_RUN_TIMEOUT + WORKFLOW_TEST_TIMEOUT)
 def test_kill_9_during_training_caching_and_downstream_then_rerun(request, tmp_path):
     workdir = tmp_path / "killed_run"
     workdir.mkdir()
@@ -169,6 +172,7 @@ def test_kill_9_during_training_caching_and_downstream_then_rerun(request, tmp_p
     elapsed = time.monotonic() - t0
     assert planned(workdir) == {}, "the resumed run left work to do"
     tiny_run = request.getfixturevalue("tiny_run")   # the uninterrupted run (only needed now)
-    tables = assert_same_outputs(tiny_run, workdir, names=("uninterrupted", "killed-and-resumed"))
-    assert tables > 0
-    print(f"killed at {kills}; resumed run complete in {elapsed:.0f} s; {tables} tables equal the uninterrupted run's")
+    compared = assert_same_outputs(tiny_run, workdir, names=("uninterrupted", "killed-and-resumed"))
+    assert compared > 0
+    print(f"killed at {kills}; resumed run complete in {elapsed:.0f} s; {compared} output files equal the "
+          "uninterrupted run's by content")

@@ -216,6 +216,27 @@ def test_sigma_inclusive_and_baseline_parameter():
     assert not prop.property_neurons(p, index, "gender", baseline=0.05).group["F"][1]
 
 
+@pytest.mark.parametrize("sigma", [1e-12, 1e-9, 0.05])
+def test_tiny_sigma_makes_no_group_neurons_of_an_empty_group_or_of_silent_neurons(sigma):
+    """With sigma <= the 1e-9 tolerance every neuron used to be a group neuron of every group, even an empty one."""
+    d = 10
+    index = pd.DataFrame({"condition_type": "phone_pitch", "condition": ["low"] * 3 + ["high"] * 3,   # no "mid" row
+                          "phone": list("ABC") * 2, "phone_class": "vowel", "count": 3})
+    p = np.zeros((6, d), dtype=np.float32)
+    p[0, 0] = 0.5        # neuron 0: meaningful in one low row
+    p[3:, 1] = 0.5       # neuron 1: in every high row
+    p[:, 2] = 0.5        # neuron 2: everywhere
+    with pytest.warns(UserWarning, match="group 'mid' has no rows"):
+        pn = prop.property_neurons(p, index, "pitch", sigma=sigma, baseline=0.1)
+    assert pn.n_rows == {"low": 3, "mid": 0, "high": 3}
+    assert not pn.group["mid"].any() and not pn.unique["mid"].any()
+    assert np.flatnonzero(pn.group["low"]).tolist() == ([0, 2] if sigma <= 1 / 3 else [2])
+    assert np.flatnonzero(pn.group["high"]).tolist() == [1, 2]
+    # neurons 3..9 fire nowhere: group neurons of no group; neuron 2 of both non-empty groups: no property neuron
+    assert np.flatnonzero(pn.any_group).tolist() == [0, 1, 2]
+    assert np.flatnonzero(pn.mask).tolist() == [0, 1]
+
+
 def test_summary_tables_and_masks():
     p, index = phone_table()
     g_index = pd.DataFrame({"condition_type": "phone_gender", "condition": ["M", "F"], "phone": "AA", "phone_class": "vowel", "count": 5})
@@ -342,7 +363,7 @@ def test_neuron_norms():
 
 def test_default_norm_is_the_authors_l1_score():
     """score_i = ||W1[i,:]||_1 + |b1[i]| + ||W2[:,i]||_1 on a hand-made layer; the lowest are pruned, same count per layer."""
-    torch = pytest.importorskip("torch")
+    import torch
     from torch import nn
 
     class Layer(nn.Module):
@@ -372,7 +393,7 @@ def test_default_norm_is_the_authors_l1_score():
 
 
 def test_physical_removal_equals_zeroing():
-    torch = pytest.importorskip("torch")
+    import torch
     from torch import nn
 
     class Layer(nn.Module):

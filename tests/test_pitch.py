@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-pytest.importorskip("parselmouth")
+import parselmouth  # noqa: F401  (required: F0 extraction)
 
 from speechdissect.frames import frame_centres, n_frames
 from speechdissect.pitch import _sample_contour, frame_f0, pitch_groups, pitch_table, pitch_thresholds

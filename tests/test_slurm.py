@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from tests.cluster.slurm_cluster import SlurmCluster, SlurmUnavailable, ensure_slurm_installed
+from tests.conftest import TINY_RUN_TIMEOUT, WORKFLOW_TEST_TIMEOUT
 from tests.outputs import assert_same_outputs
 
 pytestmark = [pytest.mark.slow, pytest.mark.workflow]
@@ -116,6 +117,9 @@ def fitting_overrides(jobs, cluster: SlurmCluster) -> list[str]:
 
 # ------------------------------------------------------------------ the test
 
+# the SLURM run (sbatch and status polling on top of the local run's work), cluster start-up,
+# and the shared tiny_run if no test built it before
+@pytest.mark.timeout(2 * TINY_RUN_TIMEOUT + WORKFLOW_TEST_TIMEOUT)
 def test_tiny_workflow_on_slurm_matches_local_run(tiny_run, slurm_cluster, tmp_path):
     cluster = slurm_cluster
     env = cluster_env(cluster)
@@ -144,7 +148,7 @@ def test_tiny_workflow_on_slurm_matches_local_run(tiny_run, slurm_cluster, tmp_p
     )
     t0 = time.monotonic()
     try:
-        run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
+        run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1.5 * TINY_RUN_TIMEOUT)
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"SLURM run timed out after {e.timeout} s\n{cluster.logs()}")
     elapsed = time.monotonic() - t0
@@ -178,7 +182,7 @@ def test_tiny_workflow_on_slurm_matches_local_run(tiny_run, slurm_cluster, tmp_p
     main_log = "".join(p.read_text() for p in (workdir / ".snakemake" / "log").glob("*.snakemake.log"))
     assert all(f"SLURM jobid {i} " in main_log for i in slurm_ids), "job ids missing in .snakemake/log"
 
-    tables = assert_same_outputs(tiny_run, workdir, names=("local", "SLURM"))
-    assert tables > 0, "no tables to compare"
+    compared = assert_same_outputs(tiny_run, workdir, names=("local", "SLURM"))
+    assert compared > 0, "no outputs to compare"
     print(f"SLURM run: {len(slurm_ids)} jobs (SLURM ids {min(map(int, slurm_ids))}-{max(map(int, slurm_ids))}, "
-          f"{dict(remote)}) in {elapsed:.0f} s; {tables} tables equal the local run's")
+          f"{dict(remote)}) in {elapsed:.0f} s; {compared} output files equal the local run's by content")

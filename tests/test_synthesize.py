@@ -9,8 +9,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-pytest.importorskip("parselmouth")
-sf = pytest.importorskip("soundfile")
+import parselmouth  # noqa: F401  (required: the pseudo-speaker transform)
+import soundfile as sf
 
 from speechdissect.phones import FESTIVAL_FOLD, fold_festival
 from speechdissect.corpus import festival as fest
@@ -36,17 +36,20 @@ from speechdissect.corpus.synthesize import (
 )
 from speechdissect.pitch import frame_f0
 
-needs_festival = pytest.mark.skipif(
-    shutil.which("festival") is None or shutil.which("sox") is None, reason="festival/sox not installed"
-)
+@pytest.fixture(scope="module")
+def festival_installed() -> None:
+    """Festival and sox are required (the default corpus is synthesized with them): missing is a failure, not a skip."""
+    missing = [tool for tool in ("festival", "sox") if shutil.which(tool) is None]
+    assert not missing, f"{missing} not installed: the synthetic corpus needs them (README: apt-get install festival ...)"
+
+
+needs_festival = pytest.mark.usefixtures("festival_installed")
 SENTENCES = ["the cat sat on the mat", "she likes green cheese"]
 
 
 @pytest.fixture(scope="module")
-def renders(tmp_path_factory) -> dict[str, list]:
+def renders(tmp_path_factory, festival_installed) -> dict[str, list]:
     """Two short sentences with each voice: one Festival process per voice."""
-    if shutil.which("festival") is None:
-        pytest.skip("festival not installed")
     d = tmp_path_factory.mktemp("festival")
     return {v: render_sentences(SENTENCES, v, d, names=[f"{v}{i}" for i in range(2)]) for v in fest.VOICES}
 

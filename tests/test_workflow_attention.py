@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +26,6 @@ DEFAULT_FRACTIONS = [0.0, 0.25, 0.5, 0.75]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def _included() -> bool:
-    text = (REPO / "Snakefile").read_text()
-    return re.search(r'^\s*include:\s*"rules/attention\.smk"', text, re.M) is not None
-
-
 @pytest.fixture(scope="module")
 def config() -> dict:
     return yaml.safe_load(TINY_CONFIG.read_text())
@@ -39,10 +33,7 @@ def config() -> dict:
 
 @pytest.fixture(scope="module")
 def run(request, config):
-    """(workdir, upstream, corpus) of the tiny run, skipping when the stage is not wired in yet."""
-    if not _included():
-        pytest.skip('rules/attention.smk is not included in the Snakefile yet (add include: "rules/attention.smk" '
-                    "and attention_targets() to all_targets())")
+    """(workdir, upstream, corpus) of the tiny run."""
     workdir = request.getfixturevalue("tiny_run")
     return workdir, config["analysis_upstreams"][0], config["analysis_corpus"]
 
@@ -243,8 +234,8 @@ def test_segmentation_summary(run, config):
 def test_head_pruning_curves(run, config):
     workdir, upstream, corpus = run
     heads = (config.get("pruning") or {}).get("heads") or {}
-    if upstream not in heads.get("upstreams", config["pruning"].get("upstreams", [])) or not heads.get("rankings"):
-        pytest.skip("the tiny config prunes no heads of this upstream")
+    assert upstream in heads.get("upstreams", config["pruning"].get("upstreams", [])) and heads.get("rankings"), \
+        "the tiny config must prune heads of its analysis upstream (pruning.heads) for this test to check anything"
     rankings, tasks = heads["rankings"], heads["tasks"]
     fractions = sorted({float(f) for f in heads["fractions"] if float(f) > 0})
     curves = pd.read_csv(_att(run, "head_pruning.tsv"), sep="\t")

@@ -1,22 +1,25 @@
 """Workflow test: the corpus stage of the tiny config, every output checked."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+import yaml
 
 from speechdissect.frames import n_frames
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
 SPLITS = ["train", "dev", "test"]
+CORPUS = yaml.safe_load((Path(__file__).parent / "workflow" / "tiny_config.yaml").read_text())["corpora"]["synthetic"]
 
 
 def test_corpus_tree_and_labels(tiny_run):
     corpus = tiny_run / "resources" / "corpora" / "synthetic"
     speakers = pd.read_csv(corpus / "speakers.tsv", sep="\t", dtype={"speaker": str})
-    assert len(speakers) == 4 and set(speakers["gender"]) == {"M", "F"}
+    assert len(speakers) == CORPUS["n_speakers"] and set(speakers["gender"]) == {"M", "F"}
     for split in SPLITS:
         labels = pd.read_parquet(tiny_run / f"results/synthetic/labels/{split}.parquet")
         assert list(labels.columns[:7]) == ["utterance", "frame", "phone", "phone_class", "word", "speaker", "gender"]
@@ -43,7 +46,7 @@ def test_corpus_tree_and_labels(tiny_run):
     lo, hi = thresholds["overall"]
     assert 50 < lo < hi < 400
     summary = json.loads((tiny_run / "results/synthetic/labels/summary.json").read_text())
-    assert sum(s["utterances"] for s in summary["splits"]) == 4 * 6
+    assert sum(s["utterances"] for s in summary["splits"]) == CORPUS["n_speakers"] * CORPUS["utterances_per_speaker"]
 
 
 def test_s3prl_phone_files(tiny_run):

@@ -1,18 +1,15 @@
 """Neuron stage (rules/neurons.smk): every output of the tiny run checked, plus the figure functions on toy tables.
-
-The workflow tests need ``include: "rules/neurons.smk"`` in the Snakefile; until then they skip.
 """
 from __future__ import annotations
 
 import json
-import re
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, TINY_CONFIG, run_snakemake
+from conftest import TINY_CONFIG
 
 CONDITIONS = ["phone", "phone_gender", "phone_pitch"]
 GROUPS = {"phone_type": ("phone_class", ["vowel", "voiced", "unvoiced"]),
@@ -26,29 +23,20 @@ def _neuron_config() -> dict:
     return cfg, cfg.get("neurons", {}) or {}
 
 
-def _included() -> bool:
-    text = (REPO / "Snakefile").read_text()
-    return re.search(r"""^\s*include:\s*["']rules/neurons\.smk["']""", text, re.M) is not None
-
-
 def _read_index(path) -> pd.DataFrame:
     return pd.read_csv(path, sep="\t", keep_default_na=False, dtype={"condition": str, "phone": str, "phone_class": str})
 
 
 @pytest.fixture(scope="module")
 def neuron_run(request):
-    """The tiny run's directory, with every neuron output built; skips while the stage is not wired in."""
-    if not _included():
-        pytest.skip('rules/neurons.smk is not included in the Snakefile yet (add include: "rules/neurons.smk" '
-                    "and neuron_targets() to all_targets()); the neuron stage was not run")
+    """The tiny run's directory, in which ``rule all`` built every neuron output."""
     workdir = request.getfixturevalue("tiny_run")
     cfg, ncfg = _neuron_config()
     props = ncfg.get("properties", list(GROUPS))
     d = workdir / "results" / cfg["analysis_upstreams"][0] / cfg["analysis_corpus"] / "neurons"
     wanted = [d / "figures" / f"{f}.png" for f in [*FIGURES, *(f"mds_{p}" for p in props)]] + [d / "masks" / "masks.tsv"]
     missing = [str(p.relative_to(workdir)) for p in wanted if not p.exists()]
-    if missing:  # included but not (yet) among all_targets(): build the stage explicitly
-        run_snakemake(workdir, *missing)
+    assert not missing, f"rule all of the tiny run did not build the neuron outputs {missing}"
     return workdir, d, cfg, ncfg
 
 

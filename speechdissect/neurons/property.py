@@ -12,7 +12,10 @@ the same property.
 Conventions
 -----------
 * ``p > baseline`` is strict; ``score >= sigma`` is inclusive (with a 1e-9
-  tolerance so that e.g. 4/5 counts for sigma = 0.8).
+  tolerance so that e.g. 4/5 counts for sigma = 0.8), and a group neuron must
+  be meaningful in at least one of the group's rows (``score > 0``): with a
+  ``sigma`` at or below the tolerance, a neuron meaningful nowhere in a group,
+  or any neuron of a group without rows, would otherwise count.
 * The baseline defaults to ``tau / d_ffn`` with ``tau = round(fraction *
   d_ffn)`` (half up), the same ``tau`` the probabilities were computed with.
 * Rows whose group is not one of the property's groups (e.g. a phone of class
@@ -229,7 +232,7 @@ def property_neurons(
     """
     spec = get_property(prop)
     scores, n_rows = group_scores(probs, index, spec, baseline=baseline, fraction=fraction)
-    group = {g: s >= sigma - _TOL for g, s in scores.items()}
+    group = {g: (s > 0) & (s >= sigma - _TOL) for g, s in scores.items()}
     return PropertyNeurons(spec.name, scores, group, unique_neurons(group), n_rows)
 
 
