@@ -94,7 +94,7 @@ PHONE_SETS = ("auto", "arpabet", "ipa")
 # of affricate ligatures (t͡ʃ). The modifiers carry no CMU-39 distinction and are
 # stripped (:data:`IPA_MODIFIERS`); the base (one symbol, a diphthong or an
 # affricate) is folded by this table onto the CMU phone the CMU dictionary writes
-# for it in American English. Documented in docs/formats.md (IPA phones).
+# for it in American English (README, "Running on LibriSpeech").
 IPA_FOLD: dict[str, str] = {
     # monophthongs
     "i": "IY", "ɪ": "IH", "e": "EY", "ɛ": "EH", "æ": "AE", "a": "AA", "ɑ": "AA",
