@@ -62,6 +62,8 @@ rule corpus_manifest:
         corpus_root=lambda wc: corpus_root(wc.corpus),
     log:
         "results/logs/corpus_manifest/{corpus}/{split}.log",
+    benchmark:
+        "results/benchmarks/corpus_manifest/{corpus}/{split}.tsv"
     threads: 1
     resources:
         mem_mb=1000,

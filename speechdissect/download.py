@@ -350,7 +350,8 @@ def download_librispeech(
             out[subset] = target
             continue
         if subset not in sums:
-            raise ValueError(f"no checksum known for LibriSpeech subset {subset!r}; pass checksums={{{subset!r}: ...}}")
+            raise ValueError(f"no checksum known for LibriSpeech subset {subset!r}: give it under the config key "
+                             f"corpora.{{name}}.checksums ({subset}: \"sha256:...\"), or checksums= in Python")
         url = f"{mirror_url.rstrip('/')}/{subset}.tar.gz"
         archive = download(url, archives / f"{subset}.tar.gz", sums[subset], chunk=chunk, retries=retries)
         unpacked = unpack_atomically(archive, root / f".{subset}.unpacked")
