@@ -7,11 +7,12 @@ CACHE_SPLITS = CACHE.get("splits", SPLITS)
 rule cache_activations:
     input:
         unpack(upstream_inputs),
-        corpus="resources/corpora/{corpus}",
+        corpus=corpus_input,
         labels="results/{corpus}/labels/{split}.parquet",
     output:
         directory("results/{upstream}/{corpus}/cache/{split}"),
     params:
+        corpus_root=lambda wc: corpus_root(wc.corpus),
         split_dir=lambda wc: split_dir(wc.corpus, wc.split),
         attention_utterances=CACHE.get("attention_utterances", 16),
         seed=SEED,

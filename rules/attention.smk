@@ -99,7 +99,7 @@ rule attention_segmentation:
         labels=f"results/{{corpus}}/labels/{ATT_SPLIT}.parquet",
         tune_cache=att_cache(ATT_TUNE_SPLIT),
         tune_labels=f"results/{{corpus}}/labels/{ATT_TUNE_SPLIT}.parquet",
-        corpus="resources/corpora/{corpus}",
+        corpus=corpus_input,
     output:
         table=report(att_out("segmentation.tsv"), caption="../report/attention_segmentation_table.rst", category="Attention", subcategory="{upstream}"),
         grid=att_out("segmentation_grid.tsv"),
@@ -109,6 +109,7 @@ rule attention_segmentation:
     wildcard_constraints:
         upstream=one_of(list(UPSTREAMS)),
     params:
+        corpus_root=lambda wc: corpus_root(wc.corpus),
         split=ATT_SPLIT,
         tune_split=ATT_TUNE_SPLIT,
         split_dir=lambda wc: split_dir(wc.corpus, ATT_SPLIT),

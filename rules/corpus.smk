@@ -4,7 +4,7 @@ SYNTHETIC = corpora_of_source("synthetic")
 LIBRISPEECH = corpora_of_source("librispeech")
 
 
-rule synthesize_corpus:
+checkpoint synthesize_corpus:
     output:
         directory("resources/corpora/{corpus}"),
     wildcard_constraints:
@@ -26,13 +26,17 @@ rule synthesize_corpus:
         "../workflow_scripts/synthesize_corpus.py"
 
 
-rule download_librispeech:
+# Only corpora whose download is incomplete match (LIBRISPEECH_DOWNLOAD, rules/functions/corpus.smk);
+# its params are exactly what changes the downloaded bytes.
+checkpoint download_librispeech:
     output:
-        directory("resources/corpora/{corpus}"),
+        stamp="resources/corpora/{corpus}/" + DOWNLOAD_STAMP,
     wildcard_constraints:
-        corpus=one_of(LIBRISPEECH),
+        corpus=one_of(LIBRISPEECH_DOWNLOAD),
     params:
-        spec=corpus_params,
+        subsets=lambda wc: download_subsets(wc.corpus),
+        mirror=lambda wc: CORPORA[wc.corpus].get("mirror"),
+        checksums=lambda wc: CORPORA[wc.corpus].get("checksums", {}),
     log:
         "results/logs/download_librispeech/{corpus}.log",
     benchmark:
@@ -47,16 +51,45 @@ rule download_librispeech:
         "../workflow_scripts/download_librispeech.py"
 
 
+# The split's files, so that an in-place edit of a flac or transcript reruns what depends on it.
+rule corpus_manifest:
+    input:
+        corpus=corpus_input,
+        files=corpus_files,
+    output:
+        manifest="results/{corpus}/manifest/{split}.tsv",
+    params:
+        corpus_root=lambda wc: corpus_root(wc.corpus),
+    log:
+        "results/logs/corpus_manifest/{corpus}/{split}.log",
+    benchmark:
+        "results/benchmarks/corpus_manifest/{corpus}/{split}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../envs/corpus.yaml"
+    script:
+        "../workflow_scripts/corpus_manifest.py"
+
+
 rule ingest_alignments:
     input:
-        corpus="resources/corpora/{corpus}",
+        corpus=corpus_input,
+        manifest="results/{corpus}/manifest/{split}.tsv",
+        alignments=alignment_inputs,
     output:
         labels="results/{corpus}/labels/{split}.parquet",
         report="results/{corpus}/labels/{split}.report.json",
     params:
+        corpus_root=lambda wc: corpus_root(wc.corpus),
         split_dir=lambda wc: split_dir(wc.corpus, wc.split),
         alignments=alignment_source,
+        speakers_file=lambda wc: CORPORA[wc.corpus].get("speakers_file"),
         on_missing=config.get("labels", {}).get("on_missing", "error"),
+        on_mismatch=config.get("labels", {}).get("on_mismatch", "error"),
+        phone_set=config.get("labels", {}).get("phone_set", "auto"),
     log:
         "results/logs/ingest_alignments/{corpus}/{split}.log",
     benchmark:
@@ -95,13 +128,14 @@ rule label_summary:
 
 rule s3prl_phone_files:
     input:
-        corpus="resources/corpora/{corpus}",
+        corpus=corpus_input,
         labels=expand("results/{{corpus}}/labels/{split}.parquet", split=SPLITS),
     output:
         phones="results/{corpus}/s3prl/converted_aligned_phones.txt",
         train="results/{corpus}/s3prl/train_split.txt",
         test="results/{corpus}/s3prl/test_split.txt",
     params:
+        corpus_root=lambda wc: corpus_root(wc.corpus),
         splits=SPLITS,
         split_dirs=lambda wc: {s: split_dir(wc.corpus, s) for s in SPLITS},
     log:
@@ -120,11 +154,12 @@ rule s3prl_phone_files:
 
 rule extract_f0:
     input:
-        corpus="resources/corpora/{corpus}",
+        corpus=corpus_input,
         labels="results/{corpus}/labels/{split}.parquet",
     output:
         f0="results/{corpus}/pitch/{split}.f0.parquet",
     params:
+        corpus_root=lambda wc: corpus_root(wc.corpus),
         split_dir=lambda wc: split_dir(wc.corpus, wc.split),
     log:
         "results/logs/extract_f0/{corpus}/{split}.log",

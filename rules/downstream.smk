@@ -41,12 +41,13 @@ rule make_variant:
 
 rule downstream_data:
     input:
-        corpus="resources/corpora/{corpus}",
+        corpus=corpus_input,
         phones="results/{corpus}/s3prl/converted_aligned_phones.txt",
         labels=expand("results/{{corpus}}/labels/{split}.parquet", split=SPLITS),
     output:
         directory("results/{corpus}/downstream_data/{task}"),
     params:
+        corpus_root=lambda wc: corpus_root(wc.corpus),
         seed=SEED,
         options=lambda wc: DOWNSTREAM.get("data", {}).get(wc.task, {}),
     log:

@@ -17,6 +17,7 @@ rule pretrain_upstream:
         upstream=one_of(upstreams_of_source("pretrain")),
     params:
         spec=lambda wc: UPSTREAMS[wc.upstream],
+        corpus_root=lambda wc: corpus_root(UPSTREAMS[wc.upstream].get("corpus", ANALYSIS_CORPUS)),
         split_dir=lambda wc: split_dir(UPSTREAMS[wc.upstream].get("corpus", ANALYSIS_CORPUS), UPSTREAMS[wc.upstream].get("split", "train")),
         seed=SEED,
         device=DEVICE,
@@ -48,6 +49,7 @@ rule finetune_upstream:
         upstream=one_of(upstreams_of_source("finetune")),
     params:
         spec=lambda wc: UPSTREAMS[wc.upstream],
+        corpus_root=lambda wc: corpus_root(UPSTREAMS[wc.upstream].get("corpus", ANALYSIS_CORPUS)),
         split_dir=lambda wc: split_dir(UPSTREAMS[wc.upstream].get("corpus", ANALYSIS_CORPUS), UPSTREAMS[wc.upstream].get("split", "train")),
         seed=SEED,
         device=DEVICE,

@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 from tqdm.auto import tqdm
 
-from .phones import SIL, fold_arpabet, fold_festival
+from .phones import PHONE_SETS, SIL, detect_phone_set, fold, fold_festival
 
 log = logging.getLogger(__name__)
 
@@ -162,12 +162,23 @@ def _find_tier(names: list[str], want: str, source: str) -> str:
     return hits[0]
 
 
-def read_textgrid(path: str | os.PathLike, source: str | None = None) -> Alignment:
+def read_textgrid(path: str | os.PathLike, source: str | None = None, phone_set: str = "auto") -> Alignment:
     """Build an :class:`Alignment` from an MFA TextGrid with tiers ``words`` and ``phones``.
 
     Empty intervals and ``sil``/``sp`` are silence; ``spn`` (spoken noise) is
     kept as its own label; stress digits are dropped.
+
+    Parameters
+    ----------
+    phone_set
+        ``"arpabet"`` (MFA ``english_us_arpa``), ``"ipa"`` (MFA ``english_mfa``,
+        folded by :data:`speechdissect.phones.IPA_FOLD`) or ``"auto"`` (the
+        config default ``labels: {phone_set: auto}``): told apart per file by
+        :func:`speechdissect.phones.detect_phone_set`.
     """
+    if phone_set not in PHONE_SETS:
+        raise ValueError(f"phone_set must be one of {PHONE_SETS} (config key labels: {{phone_set: ...}}), "
+                         f"not {phone_set!r}")
     from praatio import textgrid
 
     source = source or str(path)
@@ -179,7 +190,8 @@ def read_textgrid(path: str | os.PathLike, source: str | None = None) -> Alignme
     phone_tier = tg.getTier(_find_tier(names, "phones", source))
     word_tier = tg.getTier(_find_tier(names, "words", source))
 
-    phones = [Interval(float(e.start), float(e.end), fold_arpabet(e.label, source)) for e in phone_tier.entries]
+    scheme = detect_phone_set(e.label for e in phone_tier.entries) if phone_set == "auto" else phone_set
+    phones = [Interval(float(e.start), float(e.end), fold(e.label, scheme, source)) for e in phone_tier.entries]
     words = [
         Interval(float(e.start), float(e.end), e.label.strip().upper())
         for e in word_tier.entries
@@ -224,6 +236,7 @@ def load_alignments(
     source: str | os.PathLike,
     utterances: Iterable[str] | None = None,
     progress: bool = True,
+    phone_set: str = "auto",
 ) -> dict[str, Alignment]:
     """Read every alignment under ``source`` into ``{utterance_id: Alignment}``.
 
@@ -232,6 +245,7 @@ def load_alignments(
     a single file, or a ``.zip`` / ``.tar[.gz]`` archive of TextGrids. The
     utterance id is the file name up to its first dot. ``utterances`` restricts
     parsing to the ids needed (archives often hold every LibriSpeech subset).
+    ``phone_set`` is passed to :func:`read_textgrid`.
     """
     src = Path(source)
     wanted = set(utterances) if utterances is not None else None
@@ -254,7 +268,7 @@ def load_alignments(
                 where = f"{src}::{member}"
                 if keep(utt, where):
                     tmp_file.write_bytes(data)
-                    out[utt] = read_textgrid(tmp_file, source=where)
+                    out[utt] = read_textgrid(tmp_file, source=where, phone_set=phone_set)
         return out
 
     files = [src] if src.is_file() else sorted(
@@ -267,7 +281,7 @@ def load_alignments(
         if path.suffix.lower() == ".segs":
             out[utt] = read_festival(path)
         elif path.suffix.lower() == ".textgrid":
-            out[utt] = read_textgrid(path)
+            out[utt] = read_textgrid(path, phone_set=phone_set)
         else:
             raise AlignmentError(f"{path}: not an alignment file (expected .TextGrid or .segs)")
     log.info("read %d alignments from %s", len(out), src)

@@ -337,3 +337,54 @@ def _edit_task_names(edit: Mapping) -> list[str]:
     """Tasks of pruning.edit.tasks: a list, or the values of an entry -> tasks mapping."""
     tasks = edit.get("tasks", [])
     return [t for ts in tasks.values() for t in ts] if isinstance(tasks, Mapping) else list(tasks)
+
+
+# --------------------------------------------------------------------------- LibriSpeech corpora (issue 17)
+
+def _librispeech_corpora(config: Mapping) -> list[tuple[str, Mapping]]:
+    return [(name, spec) for name, spec in config.get("corpora", {}).items()
+            if isinstance(spec, Mapping) and spec.get("source") == "librispeech"]
+
+
+@check
+def _librispeech_split_map_in_subsets(config: Mapping) -> list[str]:
+    """``split_map`` values must be downloaded subsets; the analysis corpus must map every split."""
+    problems = []
+    for name, spec in _librispeech_corpora(config):
+        split_map = spec.get("split_map", {})
+        subsets = spec.get("subsets")
+        if subsets is not None:
+            for split, subset in split_map.items():
+                if subset not in subsets:
+                    problems.append(
+                        f"config key corpora.{name}.split_map.{split}: {subset!r} is not one of "
+                        f"corpora.{name}.subsets: {list(subsets)}; fix the subset name or add it to subsets")
+        if name == config.get("analysis_corpus"):
+            unmapped = [s for s in config.get("splits", []) if s not in split_map]
+            if unmapped:
+                problems.append(
+                    f"config key corpora.{name}.split_map: no entry for splits {unmapped} (config key splits: "
+                    f"{list(config.get('splits', []))}); map each split to a LibriSpeech subset")
+    return problems
+
+
+@check
+def _librispeech_checksums_and_path(config: Mapping) -> list[str]:
+    """``checksums`` name downloaded subsets; ``path:`` (used in place) takes no download keys."""
+    problems = []
+    for name, spec in _librispeech_corpora(config):
+        subsets = spec.get("subsets")
+        if "path" in spec:
+            extra = [k for k in ("mirror", "checksums") if k in spec]
+            if extra:
+                problems.append(
+                    f"config key corpora.{name}.path: an existing copy is used in place and nothing is "
+                    f"downloaded, so {', '.join(f'corpora.{name}.{k}' for k in extra)} would do nothing; "
+                    "remove them (or remove path: to download)")
+            continue
+        for subset in spec.get("checksums", {}):
+            if subsets is not None and subset not in subsets:
+                problems.append(
+                    f"config key corpora.{name}.checksums: {subset!r} is not one of corpora.{name}.subsets: "
+                    f"{list(subsets)}")
+    return problems

@@ -267,6 +267,51 @@ def unpack_atomically(archive: str | os.PathLike, dest_dir: str | os.PathLike) -
 
 # --------------------------------------------------------------------------- LibriSpeech
 
+#: Written at the corpus root once every subset is in place: what was downloaded and checked.
+DOWNLOAD_STAMP = ".download.json"
+
+
+def librispeech_checksums(subsets: Iterable[str], checksums: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The checksum each subset's archive is verified against: ``checksums`` first, then the official SHA-256."""
+    sums = dict(LIBRISPEECH_SHA256)
+    sums.update(checksums or {})
+    return {s: sums[s] for s in subsets if s in sums}
+
+
+def download_complete(root: str | os.PathLike, subsets: Iterable[str],
+                      checksums: Mapping[str, str] | None = None) -> bool:
+    """Whether ``root`` holds every subset, downloaded and verified against these checksums (its stamp says so).
+
+    The workflow asks this before planning: a complete corpus is then used in
+    place like an existing copy, so no code or config change that leaves the
+    downloaded bytes alone (alignments, the download script) can re-download it.
+    """
+    import json
+
+    stamp = Path(root) / DOWNLOAD_STAMP
+    if not stamp.is_file():
+        return False
+    try:
+        done = json.loads(stamp.read_text())["checksums"]
+    except (ValueError, KeyError, TypeError):
+        return False
+    want = librispeech_checksums(subsets, checksums)
+    return all(done.get(s) == want.get(s) and (Path(root) / s).is_dir() for s in subsets)
+
+
+def write_download_stamp(root: str | os.PathLike, subsets: Iterable[str], mirror_url: str,
+                         checksums: Mapping[str, str] | None = None) -> Path:
+    """Record (atomically) which subsets sit verified under ``root``, from which mirror, checked against what."""
+    import json
+
+    from .labels import write_text_atomic
+
+    subsets = sorted(subsets)
+    return write_text_atomic(Path(root) / DOWNLOAD_STAMP, json.dumps(
+        {"subsets": subsets, "mirror": mirror_url, "checksums": librispeech_checksums(subsets, checksums)},
+        indent=2) + "\n")
+
+
 def download_librispeech(
     subsets: Iterable[str],
     root: str | os.PathLike,
@@ -305,7 +350,8 @@ def download_librispeech(
             out[subset] = target
             continue
         if subset not in sums:
-            raise ValueError(f"no checksum known for LibriSpeech subset {subset!r}; pass checksums={{{subset!r}: ...}}")
+            raise ValueError(f"no checksum known for LibriSpeech subset {subset!r}: give it under the config key "
+                             f"corpora.{{name}}.checksums ({subset}: \"sha256:...\"), or checksums= in Python")
         url = f"{mirror_url.rstrip('/')}/{subset}.tar.gz"
         archive = download(url, archives / f"{subset}.tar.gz", sums[subset], chunk=chunk, retries=retries)
         unpacked = unpack_atomically(archive, root / f".{subset}.unpacked")

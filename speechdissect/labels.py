@@ -159,13 +159,25 @@ def read_transcripts(split_dir: str | os.PathLike) -> dict[str, list[str]]:
 
 
 def read_speaker_genders(corpus_root: str | os.PathLike) -> dict[str, str]:
-    """Speaker -> ``M``/``F`` from ``speakers.tsv`` (synthetic) or ``SPEAKERS.TXT`` (LibriSpeech)."""
+    """Speaker -> ``M``/``F`` from ``speakers.tsv`` (synthetic) or ``SPEAKERS.TXT`` (LibriSpeech).
+
+    ``corpus_root`` is the corpus directory (its ``speakers.tsv`` is read, else its
+    ``SPEAKERS.TXT``) or one such file itself (the config key
+    ``corpora.{name}.speakers_file``): a ``.tsv`` with columns ``speaker, gender``,
+    anything else in the ``SPEAKERS.TXT`` format (``ID | SEX | SUBSET | MINUTES | NAME``,
+    ``;`` comments).
+    """
     root = Path(corpus_root)
-    tsv, txt = root / "speakers.tsv", root / "SPEAKERS.TXT"
-    if tsv.exists():
+    if root.is_file():
+        tsv, txt = (root, None) if root.suffix.lower() == ".tsv" else (None, root)
+    else:
+        tsv, txt = root / "speakers.tsv", root / "SPEAKERS.TXT"
+    if tsv is not None and tsv.exists():
         df = pd.read_csv(tsv, sep="\t", dtype=str)
+        if not {"speaker", "gender"} <= set(df.columns):
+            raise LabelError(f"{tsv}: expected columns 'speaker' and 'gender', found {list(df.columns)}")
         return {str(s): str(g).strip().upper() for s, g in zip(df["speaker"], df["gender"])}
-    if txt.exists():
+    if txt is not None and txt.exists():
         out = {}
         for line in txt.read_text(encoding="utf-8").splitlines():
             if line.startswith(";") or "|" not in line:
@@ -182,8 +194,19 @@ def audio_path(corpus_root: str | os.PathLike, split: str, utterance: str, ext: 
     return Path(corpus_root) / split / spk / chapter / f"{utterance}{ext}"
 
 
+#: Longest audio file accepted (samples): an utterance of more than an hour is a corrupt header, not speech.
+MAX_SAMPLES = 3600 * frames.SAMPLE_RATE
+#: What libsndfile reports as the length of a stream whose header does not give one.
+_UNKNOWN_LENGTH = 2**63 - 1
+
+
 def audio_samples(path: str | os.PathLike) -> int:
-    """Number of samples of a 16 kHz mono file, read from its header (no decoding)."""
+    """Number of samples of a 16 kHz mono file, read from its header (no decoding).
+
+    The length is bounds-checked: unknown (a FLAC header may say "not given"),
+    zero or over :data:`MAX_SAMPLES` is refused naming the file, instead of
+    sizing a frame grid by it. :func:`check_audio` also decodes the file.
+    """
     import soundfile as sf
 
     if not Path(path).exists():
@@ -197,7 +220,42 @@ def audio_samples(path: str | os.PathLike) -> int:
             f"{path}: {info.samplerate} Hz, {info.channels} channel(s); the frame grid needs "
             f"{frames.SAMPLE_RATE} Hz mono. Fix: resample, e.g. `sox in.flac -r 16000 -c 1 out.flac`."
         )
-    return int(info.frames)
+    n = int(info.frames)
+    if n >= _UNKNOWN_LENGTH or n < 0:
+        raise LabelError(f"corrupt audio: {path}: its header gives no length (an empty or cut stream). "
+                         "Fix: re-encode it (`sox in.flac out.flac` writes the length) or remove the utterance.")
+    if n == 0:
+        raise LabelError(f"corrupt audio: {path}: no samples. Fix: remove the utterance or replace the file.")
+    if n > MAX_SAMPLES:
+        raise LabelError(f"corrupt audio: {path}: its header claims {n} samples ({n / frames.SAMPLE_RATE:.0f} s, "
+                         f"over {MAX_SAMPLES // frames.SAMPLE_RATE} s). Fix: re-encode or replace the file.")
+    return n
+
+
+def check_audio(path: str | os.PathLike, block: int = 1 << 16) -> int:
+    """Bounds-check (:func:`audio_samples`) and decode a file; its number of samples.
+
+    Decoding in blocks (bounded memory) catches what a header cannot: a truncated
+    FLAC keeps its header's length but stops decoding early (or loses sync).
+    """
+    import soundfile as sf
+
+    n = audio_samples(path)
+    got = 0
+    try:
+        with sf.SoundFile(str(path)) as fh:
+            while True:
+                data = fh.read(block, dtype="int16")
+                if not len(data):
+                    break
+                got += len(data)
+    except Exception as exc:
+        raise LabelError(f"corrupt audio: {path}: decoding failed after {got} of {n} samples ({exc}). "
+                         "Fix: replace the file (truncated download?) or remove the utterance.") from exc
+    if got != n:
+        raise LabelError(f"corrupt audio: {path}: the header says {n} samples but {got} decode. "
+                         "Fix: replace the file (truncated download?) or remove the utterance.")
+    return n
 
 
 def _match_words(utt: str, transcript: list[str], alignment: Alignment, trans_file: Path) -> list[Interval]:
@@ -211,9 +269,14 @@ def _match_words(utt: str, transcript: list[str], alignment: Alignment, trans_fi
             f"utterance {utt}: transcript and alignment words differ at word {i} "
             f"(transcript {transcript[i:i + 3]} vs alignment {aligned[i:i + 3]}; "
             f"{len(transcript)} vs {len(aligned)} words). Transcript: {trans_file}, alignment: {alignment.source}. "
-            "Fix: re-align this utterance or correct its transcript."
+            "Fix: re-align this utterance or correct its transcript, or set `labels: {on_mismatch: skip}` "
+            "to leave such utterances out (counted in the split's report)."
         )
     return [Interval(w.start, w.end, t) for w, t in zip(alignment.words, transcript)]
+
+
+def _listed(items: list[str], n: int = 5) -> str:
+    return ", ".join(items[:n]) + (f" … ({len(items)} in all)" if len(items) > n else "")
 
 
 def build_label_table(
@@ -225,24 +288,35 @@ def build_label_table(
     on_missing: str = "error",
     on_mismatch: str = "error",
     audio_ext: str = ".flac",
+    phone_set: str = "auto",
+    decode: bool = True,
     progress: bool = True,
 ) -> tuple[pd.DataFrame, dict]:
     """Label table of one corpus split (LibriSpeech layout under ``corpus_root/split``).
 
-    Utterances come from the split's ``*.trans.txt`` files, sorted by id. The
-    number of frames comes from each audio header (16 kHz mono is enforced).
+    Utterances are the split's audio files and ``*.trans.txt`` lines, sorted by
+    id; the two must agree. Every audio file is bounds-checked and decoded
+    (:func:`check_audio`; 16 kHz mono is enforced) and its length sets the
+    utterance's number of frames.
 
     Parameters
     ----------
     alignments
         ``{utterance: Alignment}``, or a directory / archive that
         :func:`speechdissect.alignments.load_alignments` reads (only this split's
-        utterances are parsed).
+        utterances are parsed, with ``phone_set``).
     speaker_gender
         Speaker -> ``M``/``F``; read with :func:`read_speaker_genders` when None.
-    on_missing, on_mismatch
-        ``"error"`` (default) raises naming the utterance; ``"skip"`` leaves the
-        utterance out, logs it and counts it in the report.
+    on_missing
+        Config key ``labels: {on_missing: ...}``. An utterance with audio but no
+        transcript line, a transcript line but no audio, or no alignment:
+        ``"error"`` (default) raises naming it; ``"skip"`` leaves it out, logs it
+        and counts it in the report.
+    on_mismatch
+        Config key ``labels: {on_mismatch: ...}``: the same choice for an
+        utterance whose transcript words differ from its alignment's.
+    decode
+        Decode every file (default) rather than trusting its header's length.
 
     Returns
     -------
@@ -253,26 +327,41 @@ def build_label_table(
     """
     for name, val in (("on_missing", on_missing), ("on_mismatch", on_mismatch)):
         if val not in ("error", "skip"):
-            raise ValueError(f"{name} must be 'error' or 'skip', not {val!r}")
+            raise ValueError(f"config key labels: {{{name}: ...}} must be error or skip, not {val!r}")
     split_dir = Path(corpus_root) / split
     if not split_dir.is_dir():
         raise LabelError(f"corpus split not found: {split_dir}")
     transcripts = read_transcripts(split_dir)
-    if not transcripts:
-        raise LabelError(f"no *.trans.txt transcripts under {split_dir}/*/*/")
+    audio = {p.name[:-len(audio_ext)]: p for p in sorted(split_dir.glob(f"*/*/*{audio_ext}"))}
+    if not transcripts and not audio:
+        raise LabelError(f"no *.trans.txt transcripts and no *{audio_ext} audio under {split_dir}/*/*/")
+    no_transcript = sorted(set(audio) - set(transcripts))
+    no_audio = sorted(set(transcripts) - set(audio))
+    for ids, what, where in ((no_transcript, "audio files without a transcript line", f"*{audio_ext}"),
+                             (no_audio, "transcript lines without an audio file", "*.trans.txt")):
+        if not ids:
+            continue
+        if on_missing == "error":
+            raise LabelError(
+                f"{split_dir}: {len(ids)} {what}: {_listed(ids)}. Fix: restore the missing files or lines, "
+                "or set `labels: {on_missing: skip}` to leave these utterances out (counted in the split's report)."
+            )
+        log.warning("%s: skipping %d %s: %s", split_dir, len(ids), what, _listed(ids))
     genders = speaker_gender if speaker_gender is not None else read_speaker_genders(corpus_root)
+    utterances = sorted(set(transcripts) & set(audio))
     if isinstance(alignments, (str, os.PathLike)):
-        alignments = load_alignments(alignments, utterances=transcripts, progress=progress)
+        alignments = load_alignments(alignments, utterances=utterances, progress=progress, phone_set=phone_set)
 
     missing: list[str] = []
     mismatched: list[str] = []
     parts: list[tuple[str, np.ndarray, np.ndarray, str, str]] = []
     vocab = _Vocab([SIL_WORD])
-    for utt in tqdm(sorted(transcripts), desc=f"labels {split}", unit="utt", disable=not progress):
+    for utt in tqdm(utterances, desc=f"labels {split}", unit="utt", disable=not progress):
         spk, chapter, _ = utt.split("-")
         trans_file = split_dir / spk / chapter / f"{spk}-{chapter}.trans.txt"
         if spk not in genders:
-            raise LabelError(f"speaker {spk} (utterance {utt}) has no gender in the speaker table of {corpus_root}")
+            raise LabelError(f"speaker {spk} (utterance {utt}) has no gender in the speaker table of {corpus_root} "
+                             "(speakers.tsv / SPEAKERS.TXT, or the file of corpora.{name}.speakers_file)")
         gender = genders[spk]
         if gender not in ("M", "F"):
             raise LabelError(f"speaker {spk}: gender {gender!r} is neither 'M' nor 'F'")
@@ -281,7 +370,7 @@ def build_label_table(
             if on_missing == "error":
                 raise LabelError(
                     f"no alignment for utterance {utt} ({split}). Fix: provide its alignment, "
-                    "or set on_missing='skip' to leave it out of the label table."
+                    "or set `labels: {on_missing: skip}` to leave it out of the label table."
                 )
             missing.append(utt)
             log.warning("skipping %s: no alignment", utt)
@@ -294,7 +383,7 @@ def build_label_table(
             mismatched.append(utt)
             log.warning("skipping %s: transcript/alignment word mismatch", utt)
             continue
-        n_samples = audio_samples(audio_path(corpus_root, split, utt, audio_ext))
+        n_samples = (check_audio if decode else audio_samples)(audio[utt])
         phones, word_codes = _label_codes(Alignment(ali.phones, words, ali.source), n_samples, vocab)
         parts.append((utt, phones, word_codes, spk, gender))
 
@@ -303,14 +392,20 @@ def build_label_table(
         "split": split,
         "utterances": len(parts),
         "frames": int(len(table)),
+        "skipped_missing_transcript": len(no_transcript),
+        "skipped_missing_audio": len(no_audio),
         "skipped_missing_alignment": len(missing),
         "skipped_word_mismatch": len(mismatched),
+        "missing_transcript": no_transcript,
+        "missing_audio": no_audio,
         "missing_alignment": missing,
         "word_mismatch": mismatched,
     }
-    if missing or mismatched:
-        log.warning("%s: %d utterances without alignment and %d with mismatched words were left out",
-                    split, len(missing), len(mismatched))
+    skipped = len(no_transcript) + len(no_audio) + len(missing) + len(mismatched)
+    if skipped:
+        log.warning("%s: %d utterances left out (%d audio without transcript, %d transcript without audio, "
+                    "%d without alignment, %d with mismatched words)", split, skipped, len(no_transcript),
+                    len(no_audio), len(missing), len(mismatched))
     return table, report
 
 

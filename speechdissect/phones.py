@@ -2,7 +2,8 @@
 
 Every alignment source is folded onto one inventory, so that a label means the
 same thing whether it came from Festival (radio phone set, lower case) or from
-the Montreal Forced Aligner (ARPAbet with stress digits):
+the Montreal Forced Aligner (ARPAbet with stress digits from ``english_us_arpa``,
+or IPA from MFA 2.x/3.x's default ``english_mfa`` model, folded by :data:`IPA_FOLD`):
 
 - the 39 CMU dictionary phones (ARPAbet, upper case, no stress),
 - ``sil`` for silence / pauses / breaths,
@@ -15,6 +16,7 @@ consonants, silence.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable
 
 CMU39: tuple[str, ...] = (
@@ -83,17 +85,63 @@ MFA_SILENCE = frozenset({"", "sil", "sp", "<eps>", "<sil>"})
 _STRESS = re.compile(r"^([A-Z]+)[012]$")
 
 
+#: Values of the config key ``labels: {phone_set: ...}``: how TextGrid phone labels are read.
+PHONE_SETS = ("auto", "arpabet", "ipa")
+
+# MFA 2.x/3.x ``english_mfa`` (IPA). Phones are written as a base symbol plus
+# modifiers: aspiration ʰ, labialization ʷ, palatalization ʲ, syllabicity ◌̩,
+# dentality ◌̪, nasalization ◌̃, length ː/ˑ, stress ˈ/ˌ, release ʼ and the tie bar
+# of affricate ligatures (t͡ʃ). The modifiers carry no CMU-39 distinction and are
+# stripped (:data:`IPA_MODIFIERS`); the base (one symbol, a diphthong or an
+# affricate) is folded by this table onto the CMU phone the CMU dictionary writes
+# for it in American English (README, "Running on LibriSpeech").
+IPA_FOLD: dict[str, str] = {
+    # monophthongs
+    "i": "IY", "ɪ": "IH", "e": "EY", "ɛ": "EH", "æ": "AE", "a": "AA", "ɑ": "AA",
+    "ɒ": "AA",    # British lot vowel: CMU (American) writes AA
+    "ɔ": "AO", "o": "OW", "u": "UW", "ʉ": "UW", "ʊ": "UH", "ʌ": "AH", "ə": "AH",
+    "ɐ": "AH",    # near-open central vowel: an unstressed AH
+    "ɚ": "ER", "ɝ": "ER", "ɜ": "ER",
+    # diphthongs (MFA writes the offglide as j / w; eɪ-style spellings too)
+    "aj": "AY", "aɪ": "AY", "aw": "AW", "aʊ": "AW", "ej": "EY", "eɪ": "EY",
+    "ow": "OW", "oʊ": "OW", "əw": "OW", "əʊ": "OW", "ɔj": "OY", "ɔɪ": "OY",
+    "ɪə": "IH", "eə": "EH", "ɛə": "EH", "ʊə": "UH",   # British centring diphthongs (near, square, cure)
+    # stops, flaps, glottal stop
+    "p": "P", "b": "B", "t": "T", "d": "D", "k": "K", "g": "G", "ɡ": "G",
+    "c": "K", "ɟ": "G",   # palatal allophones of k / g (keep, geese)
+    "ʔ": "T",             # glottal stop: in American English an allophone of /t/ (button)
+    "ɾ": "T",             # flap: folded like Festival's dx (most flaps are /t/)
+    "ɾ̃": "N",             # nasal flap (winner): like Festival's nx
+    # affricates (plain, tied and ligature spellings)
+    "tʃ": "CH", "ʧ": "CH", "dʒ": "JH", "ʤ": "JH",
+    # fricatives
+    "f": "F", "v": "V", "θ": "TH", "ð": "DH", "s": "S", "z": "Z", "ʃ": "SH", "ʒ": "ZH",
+    "h": "HH", "ɦ": "HH", "ç": "HH",   # ç: the h of hue / human
+    # nasals, liquids, glides
+    "m": "M", "ɱ": "M", "n": "N", "ɲ": "N", "ŋ": "NG",
+    "l": "L", "ɫ": "L", "ʎ": "L",      # dark l; palatal l (before j)
+    "ɹ": "R", "r": "R", "ɻ": "R",
+    "w": "W", "ʍ": "W", "j": "Y", "ʋ": "V",
+}
+#: Characters dropped before :data:`IPA_FOLD` is consulted (see the table's comment).
+IPA_MODIFIERS = frozenset("ʰʷʲˀʼːˑˈˌ\u0361\u035c\u0329\u032a\u0303\u031a\u0325\u030a\u0306")
+
+
 class UnknownPhoneError(ValueError):
     """A phone symbol that no folding map covers."""
 
 
 def _unknown(symbol: str, source: str | None, scheme: str, table: str) -> UnknownPhoneError:
     where = f" in {source}" if source else ""
-    return UnknownPhoneError(
-        f"unknown {scheme} phone symbol {symbol!r}{where}: it is not in the folding map. "
-        f"Fix: add it to speechdissect.phones.{table} (mapping it to one of "
-        f"{' '.join(CMU39)}, 'sil' or 'spn'), or correct the alignment file."
-    )
+    if scheme == "Festival":
+        fix = (f"Fix: add it to speechdissect.phones.{table} (mapping it to one of "
+               f"{' '.join(CMU39)}, 'sil' or 'spn'), or correct the alignment file.")
+    else:
+        other = "ipa" if scheme.startswith("ARPAbet") else "arpabet"
+        fix = (f"If the file uses the other phone set, set `labels: {{phone_set: {other}}}` in the config "
+               "(or `auto`, the default, which tells ARPAbet from IPA per file); otherwise correct the "
+               f"alignment file or add the symbol to speechdissect.phones.{table}.")
+    return UnknownPhoneError(f"unknown {scheme} phone symbol {symbol!r}{where}: it is not in the folding map. {fix}")
 
 
 def fold_festival(symbol: str, source: str | None = None) -> str:
@@ -126,13 +174,58 @@ def fold_arpabet(symbol: str, source: str | None = None) -> str:
     raise _unknown(symbol, source, "ARPAbet/MFA", "FESTIVAL_EXTRA")
 
 
+def fold_ipa(symbol: str, source: str | None = None) -> str:
+    """Fold an MFA ``english_mfa`` IPA phone (``ɹ``, ``tʰ``, ``aj``, ``t͡ʃ``, ``ɫ̩`` …) onto the 41 labels."""
+    s = unicodedata.normalize("NFC", symbol.strip())
+    low = s.lower()
+    if low in MFA_SILENCE:
+        return SIL
+    if low == "spn":
+        return SPN
+    if s in IPA_FOLD:  # a few bases carry a combining mark themselves (ɾ̃)
+        return IPA_FOLD[s]
+    base = "".join(ch for ch in unicodedata.normalize("NFD", s) if ch not in IPA_MODIFIERS)
+    base = unicodedata.normalize("NFC", base)
+    try:
+        return IPA_FOLD[base]
+    except KeyError:
+        raise _unknown(symbol, source, "IPA (MFA english_mfa)", "IPA_FOLD") from None
+
+
+_ARPABET_LABEL = re.compile(r"^[A-Z]+[012]?$")
+
+
+def detect_phone_set(symbols: Iterable[str]) -> str:
+    """``"arpabet"`` or ``"ipa"`` for the phone labels of one file.
+
+    ARPAbet (``english_us_arpa``, the published LibriSpeech TextGrids) writes
+    upper-case ASCII with optional stress digits; any other speech label
+    (lower case, non-ASCII) means IPA (``english_mfa``). Silences and ``spn``
+    say nothing; a file of silences only counts as ARPAbet.
+    """
+    speech = [s.strip() for s in symbols if s.strip().lower() not in MFA_SILENCE | {"spn"}]
+    if any(not s.isascii() for s in speech):
+        return "ipa"
+    if any(any(c.isupper() for c in s) for s in speech):
+        return "arpabet"
+
+    def arpabet(s: str) -> bool:
+        m = _STRESS.match(s.upper())
+        return (m.group(1) if m else s.upper()) in CMU39 or s in FESTIVAL_EXTRA
+
+    # lower-case ASCII only: where both sets know a symbol (b, ow, ...) they fold it alike
+    return "arpabet" if all(arpabet(s) for s in speech) else "ipa"
+
+
 def fold(symbol: str, scheme: str, source: str | None = None) -> str:
-    """Fold ``symbol`` with the named scheme: ``"festival"`` or ``"arpabet"`` (alias ``"mfa"``)."""
+    """Fold ``symbol`` with the named scheme: ``"festival"``, ``"arpabet"`` (alias ``"mfa"``) or ``"ipa"``."""
     if scheme == "festival":
         return fold_festival(symbol, source)
     if scheme in ("arpabet", "mfa"):
         return fold_arpabet(symbol, source)
-    raise ValueError(f"unknown phone folding scheme {scheme!r}: use 'festival' or 'arpabet'")
+    if scheme == "ipa":
+        return fold_ipa(symbol, source)
+    raise ValueError(f"unknown phone folding scheme {scheme!r}: use 'festival', 'arpabet' or 'ipa'")
 
 
 def phone_class(phone: str) -> str:

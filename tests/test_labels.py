@@ -167,7 +167,7 @@ def test_missing_alignment(tmp_path):
     root = tmp_path / "c"
     ali = make_corpus(root, {"train": SPEC["train"][:3]})
     del ali["1-10-0001"]
-    with pytest.raises(LabelError, match=r"no alignment for utterance 1-10-0001.*on_missing='skip'"):
+    with pytest.raises(LabelError, match=r"no alignment for utterance 1-10-0001.*`labels: \{on_missing: skip\}`"):
         build_label_table(root, "train", ali, progress=False)
     table, report = build_label_table(root, "train", ali, on_missing="skip", progress=False)
     assert report["skipped_missing_alignment"] == 1 and report["missing_alignment"] == ["1-10-0001"]
@@ -191,7 +191,7 @@ def test_corrupt_and_missing_audio(tmp_path):
     with pytest.raises(LabelError, match=r"corrupt audio: .*1-10-0001\.flac"):
         build_label_table(root, "train", ali, progress=False)
     (root / "train/1/10/1-10-0001.flac").unlink()
-    with pytest.raises(LabelError, match=r"missing audio: .*1-10-0001\.flac"):
+    with pytest.raises(LabelError, match=r"transcript lines without an audio file: 1-10-0001"):
         build_label_table(root, "train", ali, progress=False)
 
 

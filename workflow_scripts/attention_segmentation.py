@@ -119,8 +119,8 @@ def clean(obj):
     return obj
 
 
-dev = Split(p.tune_split, snakemake.input.tune_cache, snakemake.input.tune_labels, snakemake.input.corpus, p.tune_split_dir)
-test = Split(p.split, snakemake.input.cache, snakemake.input.labels, snakemake.input.corpus, p.split_dir)
+dev = Split(p.tune_split, snakemake.input.tune_cache, snakemake.input.tune_labels, snakemake.params.corpus_root, p.tune_split_dir)
+test = Split(p.split, snakemake.input.cache, snakemake.input.labels, snakemake.params.corpus_root, p.split_dir)
 n_layers, n_heads = dev.cache.n_layers, int(dev.cache.meta["n_heads"])
 features = [("mfcc", None, None)]
 if cfg["hidden"]:

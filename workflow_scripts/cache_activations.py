@@ -15,7 +15,7 @@ with open(snakemake.input.spec) as f:
     spec = json.load(f)
 labels = read_label_table(snakemake.input.labels)
 utts = list(labels["utterance"].unique())
-wavs = {u: str(audio_path(snakemake.input.corpus, snakemake.params.split_dir, u)) for u in utts}
+wavs = {u: str(audio_path(snakemake.params.corpus_root, snakemake.params.split_dir, u)) for u in utts}
 rng = np.random.default_rng(snakemake.params.seed)
 n_att = min(snakemake.params.attention_utterances, len(utts))
 attention_utts = sorted(rng.choice(utts, size=n_att, replace=False).tolist()) if n_att else []

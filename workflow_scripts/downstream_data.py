@@ -6,7 +6,7 @@ from speechdissect.logs import setup_logging
 
 log = setup_logging(snakemake.log[0])
 datarc = prepare_task_data(
-    snakemake.wildcards.task, snakemake.input.corpus, snakemake.output[0],
+    snakemake.wildcards.task, snakemake.params.corpus_root, snakemake.output[0],
     phone_dir=str(Path(snakemake.input.phones).parent), labels_dir=str(Path(snakemake.input.labels[0]).parent),
     seed=snakemake.params.seed, **snakemake.params.options,
 )

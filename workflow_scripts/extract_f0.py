@@ -9,7 +9,7 @@ from speechdissect.pitch import f0_for_files
 log = setup_logging(snakemake.log[0])
 labels = read_label_table(snakemake.input.labels)
 utts = labels["utterance"].unique()
-files = {u: audio_path(snakemake.input.corpus, snakemake.params.split_dir, u) for u in utts}
+files = {u: audio_path(snakemake.params.corpus_root, snakemake.params.split_dir, u) for u in utts}
 f0 = f0_for_files(files)
 frames = labels.groupby("utterance", sort=False)["frame"].size()
 rows = []

@@ -14,7 +14,7 @@ labels = read_label_table(snakemake.input.labels)
 utts, wavs, targets = [], [], []
 for utt, group in labels.groupby("utterance", sort=False):
     utts.append(utt)
-    wavs.append(str(audio_path(snakemake.input.corpus, snakemake.params.split_dir, utt)))
+    wavs.append(str(audio_path(snakemake.params.corpus_root, snakemake.params.split_dir, utt)))
     targets.append(group["phone"].map(ids).to_numpy())
 result = finetune_hubert(snakemake.input.base_ckpt, snakemake.output.ckpt, wavs, targets, n_classes=len(ids),
                          config={**spec.get("train", {}), "threads": snakemake.threads}, seed=snakemake.params.seed, device=snakemake.params.device)

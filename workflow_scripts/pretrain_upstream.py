@@ -18,7 +18,7 @@ except (ImportError, AttributeError):
     raise ValueError(f"config key upstreams.{snakemake.wildcards.upstream}.family: no trainer for {family!r}; "
                      "known families: hubert, mockingjay") from None
 utts = read_label_table(snakemake.input.labels)["utterance"].unique()
-wavs = [str(audio_path(snakemake.input.corpus, snakemake.params.split_dir, u)) for u in utts]
+wavs = [str(audio_path(snakemake.params.corpus_root, snakemake.params.split_dir, u)) for u in utts]
 config = {**spec.get("train", {}), "threads": snakemake.threads,  # the rule's threads (train.threads, or --set-threads)
           **({"model": spec["model"]} if spec.get("model") else {})}
 result = trainer(wavs, snakemake.output.ckpt, config=config, seed=snakemake.params.seed, device=snakemake.params.device)

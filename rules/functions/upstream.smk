@@ -20,7 +20,7 @@ def training_audio(wildcards):
     spec = UPSTREAMS[wildcards.upstream]
     corpus = spec.get("corpus", ANALYSIS_CORPUS)
     return {
-        "corpus": f"resources/corpora/{corpus}",
+        "corpus": corpus_input_of(corpus),
         "labels": f"results/{corpus}/labels/{spec.get('split', 'train')}.parquet",
     }
 
