@@ -14,6 +14,8 @@ from speechdissect.config_checks import check_config
 
 check_config(config)  # cross-key checks (names that must exist elsewhere in the config)
 
+report: "report/workflow.rst"  # the report's opening page: the findings verdicts (rule findings)
+
 include: "rules/common.smk"
 include: "rules/functions/corpus.smk"
 include: "rules/corpus.smk"
@@ -29,6 +31,8 @@ include: "rules/functions/attention.smk"
 include: "rules/attention.smk"
 include: "rules/functions/downstream.smk"
 include: "rules/downstream.smk"
+include: "rules/functions/findings.smk"
+include: "rules/findings.smk"
 include: "rules/report.smk"
 
 
