@@ -36,7 +36,9 @@ __all__ = ["COLUMNS", "VERDICTS", "TABLES", "FINDINGS", "Context", "NotTestable"
 VERDICTS = ("holds", "does not hold", "not testable")
 #: the columns of findings.tsv: the seven the issue names, the evidence, then our extras
 COLUMNS = ["study", "claim", "seed_value", "upstream", "measured", "ci_half", "verdict", "evidence",
-           "id", "task", "readout", "detail"]
+           "id", "task", "readout", "detail", "latency"]
+# ``latency``: timing-dependent numbers (forward latency, training time), apart from ``detail`` because they
+# vary between identical runs; no verdict depends on them (tests/outputs.py skips timing-named columns).
 
 NEURONS, ATTENTION, CONVEXITY, QUALITY = ("Property neurons (Lin et al. 2024)", "Self-attention (Yang et al. 2020)",
                                           "Convexity (Dorszewski et al. 2024)", "Upstream quality (issue 15)")
@@ -60,7 +62,7 @@ TABLES = {
 # Thresholds of the verdicts (docs/findings.md states each with its reason).
 SILHOUETTE_MIN = 0.1        # best-layer MDS silhouette: groups with no structure give ~0; both seed values exceed it
 KEEP_POINTS = 1.0           # convexity pruning keeps accuracy: at most 1 point lost (or CIs overlap)
-SAVING_PCT = 10.0           # "large" compute saving: >= 10 % fewer upstream parameters (and a lower latency)
+SAVING_PCT = 10.0           # "large" compute saving: >= 10 % fewer upstream parameters (more than one layer of 12)
 PHONE_MARGIN_POINTS = 5.0   # best layer vs MFCC on phone_linear: at least 5 points (issue 15 target)
 SPEARMAN_ALPHA = 0.05       # convexity and probe accuracy rise together: rho > 0 with p < 0.05
 MIN_LAYERS_SPEARMAN = 4     # fewer hidden states give no meaningful rank correlation
@@ -156,12 +158,12 @@ def finding(id: str, study: str, claim: str, seed_value: str = ""):
 
 
 def _row(verdict: str, upstream: str = "", measured: float | None = None, ci_half: float | None = None,
-         evidence: str | Sequence[str] = "", detail: str = "", task: str = "", readout: str = "") -> dict:
+         evidence: str | Sequence[str] = "", detail: str = "", task: str = "", readout: str = "", latency: str = "") -> dict:
     if verdict not in VERDICTS:
         raise ValueError(f"verdict {verdict!r} is not one of {VERDICTS}")
     ev = evidence if isinstance(evidence, str) else ";".join(dict.fromkeys(e for e in evidence if e))
     return {"upstream": upstream, "measured": _num(measured), "ci_half": _num(ci_half), "verdict": verdict,
-            "evidence": ev, "detail": detail, "task": task, "readout": readout}
+            "evidence": ev, "detail": detail, "task": task, "readout": readout, "latency": latency}
 
 
 def _num(x) -> float:
@@ -573,8 +575,10 @@ def phone_peak(ctx: Context) -> list[dict]:
 
 
 @finding("convexity.pruning", CONVEXITY, f"dropping the layers after the most convex one keeps accuracy (≤ {KEEP_POINTS:g} point "
-         f"lost, or CIs overlap) with ≥ {SAVING_PCT:g} % fewer parameters and a lower latency", "accuracy kept, compute saved")
+         f"lost, or CIs overlap) with ≥ {SAVING_PCT:g} % fewer upstream parameters", "accuracy kept, compute saved")
 def convexity_pruning(ctx: Context) -> list[dict]:
+    # The verdict uses parameters, not latency: a latency measured on a shared machine would make the
+    # verdict of two identical runs differ. The latency and training time are stated in ``latency``.
     rows = []
     for up in ctx.with_table("convexity_pruning"):
         t, ev = ctx.read("convexity_pruning", upstream=up)
@@ -586,18 +590,22 @@ def convexity_pruning(ctx: Context) -> list[dict]:
             half = 100 * _combined_half(r.get("full_ci_half"), r.get("pruned_ci_half"))
             overlap = _finite(half) and abs(change) <= half  # |difference| within the combined half-width
             kept = change >= -KEEP_POINTS or overlap
-            params, lat = _num(r.get("params_change_pct")), _num(r.get("latency_change_pct"))
+            params = _num(r.get("params_change_pct"))
             text = (f"{mode}, {task}: L* = {r['most_convex_layer']} of {r['property']}, keeps {r['layers_kept']} of "
                     f"{r['layers_total']} layers; {100 * float(r['full_mean']):.2f} → {100 * float(r['pruned_mean']):.2f} "
-                    f"({change:+.2f} points, ±{half:.2f}); parameters {params:+.1f} %, latency {lat:+.1f} % "
-                    f"({r.get('latency_source', '')}), training time {_num(r.get('train_time_change_pct')):+.1f} %")
+                    f"({change:+.2f} points, ±{half:.2f}); upstream parameters {params:+.1f} % "
+                    f"({_num(r.get('full_params')):.0f} → {_num(r.get('pruned_params')):.0f})")
+            timing = (f"latency {_num(r.get('latency_change_pct')):+.1f} % ({_num(r.get('full_latency_ms')):.1f} → "
+                      f"{_num(r.get('pruned_latency_ms')):.1f} ms, {r.get('latency_source', '')}), "
+                      f"training time {_num(r.get('train_time_change_pct')):+.1f} %")
             if int(r["layers_kept"]) >= int(r["layers_total"]):
-                rows.append(_row("does not hold", up, change, half, ev, text + "; nothing cut (the most convex layer is the last)", task, mode))
+                rows.append(_row("does not hold", up, change, half, ev, text + "; nothing cut (the most convex layer is the last)",
+                                 task, mode, timing))
                 continue
-            saved = math.isfinite(params) and params <= -SAVING_PCT and math.isfinite(lat) and lat < 0
+            saved = math.isfinite(params) and params <= -SAVING_PCT
             verdict = "holds" if kept and saved else "does not hold"
-            why = "" if verdict == "holds" else ("; accuracy lost" if not kept else f"; savings below {SAVING_PCT:g} % or latency not lower")
-            rows.append(_row(verdict, up, change, half, ev, text + why, task, mode))
+            why = "" if verdict == "holds" else ("; accuracy lost" if not kept else f"; fewer than {SAVING_PCT:g} % of the parameters saved")
+            rows.append(_row(verdict, up, change, half, ev, text + why, task, mode, timing))
     return rows or [_untestable("no convexity pruning table: set pruning.layers.tasks for an analysis upstream in pruning.upstreams")]
 
 

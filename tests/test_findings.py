@@ -82,7 +82,7 @@ def editing_rows(task="phone_linear", entry="phone_type", remove=0.30, random=0.
 def test_columns_are_exactly_the_issue_ones_then_extras(tmp_path):
     table = F.findings_table(ctx(tmp_path))
     assert list(table.columns) == ["study", "claim", "seed_value", "upstream", "measured", "ci_half", "verdict", "evidence",
-                                   "id", "task", "readout", "detail"]
+                                   "id", "task", "readout", "detail", "latency"]
     # an empty run: every claim is there, not testable, with a reason, and nothing raised
     assert set(table["id"]) == {f.id for f in F.FINDINGS} and len(F.FINDINGS) >= 15
     assert set(table["verdict"]) == {"not testable"}
@@ -268,7 +268,8 @@ def test_convexity_pruning(tmp_path):
     write(tmp_path, "convexity_pruning", [cp_row(-0.5, -40.0, -35.0, mode="frozen"), cp_row(-0.5, -40.0, -35.0)])
     rows = F.convexity_pruning(ctx(tmp_path))
     assert [r["readout"] for r in rows] == ["finetuned", "frozen"] and verdicts(rows) == ["holds", "holds"]
-    assert "parameters -40.0 %" in rows[0]["detail"]
+    assert "parameters -40.0 %" in rows[0]["detail"] and "latency -35.0 %" in rows[0]["latency"]
+    assert "latency" not in rows[0]["detail"]  # timing varies between identical runs: kept out of the compared text
     write(tmp_path, "convexity_pruning", [cp_row(-6.0, -40.0, -35.0)])  # accuracy lost beyond 1 point and the CIs
     assert one(F.convexity_pruning(ctx(tmp_path)))["verdict"] == "does not hold"
     write(tmp_path, "convexity_pruning", [cp_row(0.0, -3.0, -2.0)])  # kept, but no large saving
