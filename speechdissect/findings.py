@@ -55,6 +55,7 @@ TABLES = {
     "segmentation": "results/attention/segmentation_summary.tsv",
     "convexity": "results/{upstream}/{corpus}/convexity/summary.tsv",
     "convexity_pruning": "results/{upstream}/{corpus}/convexity/pruning.tsv",
+    "models": "results/neurons/{corpus}/models.tsv",
     "layerwise": "results/downstream/layerwise.tsv",
     "downstream": "results/downstream/{task}.tsv",
 }
@@ -67,6 +68,9 @@ PHONE_MARGIN_POINTS = 5.0   # best layer vs MFCC on phone_linear: at least 5 poi
 SPEARMAN_ALPHA = 0.05       # convexity and probe accuracy rise together: rho > 0 with p < 0.05
 MIN_LAYERS_SPEARMAN = 4     # fewer hidden states give no meaningful rank correlation
 HALF = 0.5                  # "more than half of the heads"
+NEURON_SHARE_MIN = 1.0      # gender / pitch property neurons: >= 1 % of d_ffn in some layer (issue 15 target)
+CONVEXITY_RANGE_MIN = 10.0  # convexity varies across layers by >= 10 points (issue 15 target)
+EDIT_MARGIN_POINTS = 3.0    # removing phone-type neurons: >= 3 points below the random control (issue 15 target)
 LOWER_IS_BETTER = {"per", "wer", "cer", "eer", "loss"}
 #: a removal entry's property -> the downstream tasks that "match" it (claim: removal hurts them most)
 MATCHING_TASKS = {"phone_type": ("phone_linear", "phone_1hidden"), "gender": ("gender",)}
@@ -333,11 +337,18 @@ def silhouette(ctx: Context) -> list[dict]:
 @finding("neurons.remove_vs_random", NEURONS, "removing a property's neurons lowers the matching task more than "
          "removing as many random neurons (95% CIs disjoint)", "remove < random")
 def remove_vs_random(ctx: Context) -> list[dict]:
+    return _remove_vs_random(ctx)
+
+
+def _remove_vs_random(ctx: Context, margin: float = 0.0, properties: Sequence[str] | None = None) -> list[dict]:
+    """Removal vs its random control on each matching task and readout; ``margin`` points required on top."""
     rows = []
     for up in ctx.with_table("editing"):
         t, ev = ctx.read("editing", upstream=up)
         for entry in dict.fromkeys(t["entry"].dropna().astype(str)):
             prop = entry.split("-")[0]
+            if properties is not None and prop not in properties:
+                continue
             matching = [task for task in MATCHING_TASKS.get(prop, ()) if task in set(t["task"])]
             if not matching:
                 rows.append(_untestable(f"removal of {entry} is evaluated on {sorted(set(t['task']))}, none of its matching "
@@ -357,13 +368,14 @@ def remove_vs_random(ctx: Context) -> list[dict]:
                         rows.append(_untestable(f"{entry}: the mask removes no neuron (no {prop} property neurons)", ev, up, task, readout))
                         continue
                     # the random control must be the worse-off one for the claim: random is "better" than remove
-                    verdict, diff, half, text = _compare(rnd, rem, _higher_is_better(rem), "random", f"remove_{entry}")
+                    verdict, diff, half, text = _compare(rnd, rem, _higher_is_better(rem), "random", f"remove_{entry}", margin=margin)
                     orig = conds.get("original")
                     extra = f"; original {_fmt_ci(orig)}" if orig is not None else ""
                     extra += f"; {int(n_removed)} neurons removed" if math.isfinite(n_removed) else ""
                     rows.append(_row(verdict, up, -diff, half, ev, f"{entry} on {task}: {text}{extra} (measured = remove − random, points)",
                                      task, readout))
-    return rows or [_untestable("no editing table: set pruning.upstreams and pruning.edit (remove, tasks, random: true)")]
+    what = f"a removal of {' or '.join(properties)} neurons" if properties else "an editing table"
+    return rows or [_untestable(f"no {what}: set pruning.upstreams and pruning.edit (remove, tasks, random: true)")]
 
 
 @finding("neurons.gender_erasure", NEURONS, "removing male (female) gender neurons lowers speaker ID on male (female) "
@@ -700,6 +712,53 @@ def convexity_tracks_probe(ctx: Context) -> list[dict]:
     return rows or [_untestable("no layer-wise task with a convexity property", ev)]
 
 
+@finding("quality.gender_pitch_neurons", QUALITY, f"gender and pitch property neurons are ≥ {NEURON_SHARE_MIN:g} % of "
+         "the FFN width in some layer of at least one upstream (one row per property)", "MelHuBERT: 278 of 3072 gender neurons in layer 1")
+def gender_pitch_neurons(ctx: Context) -> list[dict]:
+    if not ctx.has("models"):
+        return [_untestable("no models-side-by-side table (neurons stage of analysis_upstreams)")]
+    t, ev = ctx.read("models")
+    rows = []
+    for prop in ("gender", "pitch"):
+        g = t[t["property"].astype(str) == prop]
+        if g.empty:
+            rows.append(_untestable(f"no {prop} property (neurons.properties)", ev, task=prop))
+            continue
+        best = g.loc[g["share_property_neurons"].astype(float).idxmax()]
+        share = 100 * float(best["share_property_neurons"])
+        per = "; ".join(f"{u}: {', '.join(str(int(n)) for n in x.sort_values('layer')['n_property_neurons'])} of {int(x['d_ffn'].iloc[0])}"
+                        for u, x in g.groupby("upstream", sort=False))
+        rows.append(_row("holds" if share >= NEURON_SHARE_MIN else "does not hold", str(best["upstream"]), share, None, ev,
+                         f"{prop}: most in layer {int(best['layer'])} of {best['upstream']}, {int(best['n_property_neurons'])} of "
+                         f"{int(best['d_ffn'])} ({share:.2f} %); per layer: {per}", prop))
+    return rows
+
+
+@finding("quality.convexity_range", QUALITY, f"phone or word convexity varies by ≥ {CONVEXITY_RANGE_MIN:g} points across layers "
+         "(highest vs lowest layer, 95% CIs disjoint)", "≥ 10 points for at least one upstream")
+def convexity_range(ctx: Context) -> list[dict]:
+    rows = []
+    for up in ctx.with_table("convexity"):
+        t, ev = ctx.read("convexity", upstream=up)
+        for prop in ("phone", "word"):
+            g = t[t["property"].astype(str) == prop]
+            g = g[pd.to_numeric(g["mean"], errors="coerce").notna()]
+            if len(g) < 2:
+                rows.append(_untestable(f"{prop} convexity defined in {len(g)} hidden state(s)", ev, up, prop))
+                continue
+            hi, lo = g.loc[g["mean"].astype(float).idxmax()], g.loc[g["mean"].astype(float).idxmin()]
+            verdict, diff, half, text = _compare(hi, lo, True, f"hidden state {int(hi['layer'])}", f"hidden state {int(lo['layer'])}",
+                                                 scale=1.0, margin=CONVEXITY_RANGE_MIN)
+            rows.append(_row(verdict, up, diff, half, ev, f"{prop} convexity (%): {text}", prop))
+    return rows or [_untestable("no convexity summary (convexity stage of analysis_upstreams)")]
+
+
+@finding("quality.edit_visible", QUALITY, f"removing phone-type property neurons lowers the phone probe by ≥ {EDIT_MARGIN_POINTS:g} "
+         "points more than removing as many random neurons (95% CIs disjoint)", "≥ 3 points (issue 15 target)")
+def edit_visible(ctx: Context) -> list[dict]:
+    return _remove_vs_random(ctx, margin=EDIT_MARGIN_POINTS, properties=("phone_type",))
+
+
 # --------------------------------------------------------------------------- the table
 
 
@@ -774,7 +833,7 @@ def table_paths(upstreams: Iterable[str], corpus: str, tasks: Iterable[str]) -> 
         elif "{task}" in tpl:
             paths += [tpl.format(task=t) for t in tasks]
         else:
-            paths.append(tpl)
+            paths.append(tpl.format(corpus=corpus))
     return list(dict.fromkeys(paths))
 
 

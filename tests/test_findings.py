@@ -84,7 +84,7 @@ def test_columns_are_exactly_the_issue_ones_then_extras(tmp_path):
     assert list(table.columns) == ["study", "claim", "seed_value", "upstream", "measured", "ci_half", "verdict", "evidence",
                                    "id", "task", "readout", "detail", "latency"]
     # an empty run: every claim is there, not testable, with a reason, and nothing raised
-    assert set(table["id"]) == {f.id for f in F.FINDINGS} and len(F.FINDINGS) >= 15
+    assert set(table["id"]) == {f.id for f in F.FINDINGS} and len(F.FINDINGS) >= 18
     assert set(table["verdict"]) == {"not testable"}
     assert table["detail"].str.len().min() > 10
 
@@ -344,3 +344,41 @@ def test_markdown_and_html_render_every_row(tmp_path):
     assert md.count("\n| ") == len(table) + table["study"].nunique()  # one line per row + one header per study
     html = F.findings_html(table)
     assert html.count("<tr title=") == len(table) and ">holds</b>" in html
+
+
+def models_rows(gender_counts, pitch_counts, d_ffn=256):
+    rows = []
+    for prop, counts in (("gender", gender_counts), ("pitch", pitch_counts), ("phone_type", [50, 50])):
+        for layer, n in enumerate(counts):
+            rows.append({"upstream": UP, "layer": layer, "property": prop, "d_ffn": d_ffn, "n_group_neurons": n,
+                         "n_property_neurons": n, "share_property_neurons": n / d_ffn, "silhouette_mds": 0.1})
+    return rows
+
+
+def test_gender_pitch_neurons(tmp_path):
+    write(tmp_path, "models", models_rows([0, 3], [1, 2]))
+    by = {r["task"]: r for r in F.gender_pitch_neurons(ctx(tmp_path))}
+    assert by["gender"]["verdict"] == "holds" and by["gender"]["measured"] == pytest.approx(100 * 3 / 256)
+    assert by["pitch"]["verdict"] == "does not hold" and "layer 1" in by["pitch"]["detail"]
+    write(tmp_path, "models", [r for r in models_rows([0, 3], [1, 2]) if r["property"] != "pitch"])
+    assert {r["task"]: r["verdict"] for r in F.gender_pitch_neurons(ctx(tmp_path))}["pitch"] == "not testable"
+
+
+def test_convexity_range(tmp_path):
+    write(tmp_path, "convexity", convexity_rows("phone", [10, 22, 15]) + convexity_rows("word", [18, 20, 23]))
+    by = {r["task"]: r for r in F.convexity_range(ctx(tmp_path))}
+    assert by["phone"]["verdict"] == "holds" and by["phone"]["measured"] == pytest.approx(12.0)
+    assert by["word"]["verdict"] == "does not hold"  # 5 points < 10
+    write(tmp_path, "convexity", convexity_rows("phone", [10, 22, 15]))
+    assert {r["task"]: r["verdict"] for r in F.convexity_range(ctx(tmp_path))}["word"] == "not testable"
+
+
+def test_edit_visible_needs_three_points_on_phone_type(tmp_path):
+    write(tmp_path, "editing", editing_rows(remove=0.30, random=0.40))
+    assert verdicts(F.edit_visible(ctx(tmp_path))) == ["holds", "holds"]
+    write(tmp_path, "editing", editing_rows(remove=0.38, random=0.40, half=0.002))  # disjoint CIs, but 2 points
+    assert verdicts(F.edit_visible(ctx(tmp_path))) == ["does not hold", "does not hold"]
+    assert set(verdicts(F.remove_vs_random(ctx(tmp_path)))) == {"holds"}  # the seed claim itself has no margin
+    write(tmp_path, "editing", editing_rows(task="gender", entry="gender"))  # no phone-type removal
+    r = one(F.edit_visible(ctx(tmp_path)))
+    assert r["verdict"] == "not testable" and "phone_type" in r["detail"]
