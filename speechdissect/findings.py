@@ -178,6 +178,10 @@ def _num(x) -> float:
     return x if math.isfinite(x) else math.nan
 
 
+def _int(x) -> str:
+    return str(int(float(x))) if _finite(x) else "-"
+
+
 def _finite(*xs) -> bool:
     return all(math.isfinite(_num(x)) for x in xs)
 
@@ -372,9 +376,9 @@ def _remove_vs_random(ctx: Context, margin: float = 0.0, properties: Sequence[st
                     orig = conds.get("original")
                     extra = f"; original {_fmt_ci(orig)}" if orig is not None else ""
                     extra += f"; {int(n_removed)} neurons removed" if math.isfinite(n_removed) else ""
-                    rows.append(_row(verdict, up, -diff, half, ev, f"{entry} on {task}: {text}{extra} (measured = remove − random, points)",
+                    rows.append(_row(verdict, up, 0.0 - diff, half, ev, f"{entry} on {task}: {text}{extra} (measured = remove − random, points)",
                                      task, readout))
-    what = f"a removal of {' or '.join(properties)} neurons" if properties else "an editing table"
+    what = f"removal of {' or '.join(properties)} neurons" if properties else "editing table"
     return rows or [_untestable(f"no {what}: set pruning.upstreams and pruning.edit (remove, tasks, random: true)")]
 
 
@@ -531,7 +535,7 @@ def segmentation_vs_mfcc(ctx: Context) -> list[dict]:
         a, m = att.iloc[0], mfcc.iloc[0]
         diff = 100 * (float(a["r_value"]) - float(m["r_value"]))
         hid = g[g["feature"].astype(str).str.startswith("hidden")]
-        text = (f"R attention {100 * float(a['r_value']):.2f} (layer {a['layer']}, head {a['head']}) vs MFCC {100 * float(m['r_value']):.2f}"
+        text = (f"R attention {100 * float(a['r_value']):.2f} (layer {_int(a['layer'])}, head {_int(a['head'])}) vs MFCC {100 * float(m['r_value']):.2f}"
                 + (f"; best hidden state {100 * float(hid.iloc[0]['r_value']):.2f}" if len(hid) else "")
                 + "; no CI: one score per feature over all test boundaries (measured = attention − MFCC, points)")
         rows.append(_row("holds" if diff > 0 else "does not hold", str(up), diff, None, ev, text))
@@ -811,7 +815,10 @@ def findings_html(table: pd.DataFrame) -> str:
 
     colour = {"holds": "#1a7f37", "does not hold": "#cf222e", "not testable": "#6e7781"}
     cell = 'style="padding:1px 6px;border-bottom:1px solid #ddd"'
-    out = ['<table class="findings" style="font-size:0.75rem;border-collapse:collapse;text-align:left">',
+    counts = table["verdict"].value_counts()
+    summary = ", ".join(f'<b style="color:{colour[v]}">{int(counts.get(v, 0))} {v}</b>' for v in VERDICTS)
+    out = [f"<p>{len(table)} rows: {summary}</p>",
+           '<table class="findings" style="font-size:0.75rem;border-collapse:collapse;text-align:left">',
            f"<tr><th {cell}>finding</th><th {cell}>upstream</th><th {cell}>task</th><th {cell}>measured</th><th {cell}>verdict</th></tr>"]
     for _, r in table.iterrows():
         task = "/".join(x for x in (str(r["task"] or ""), str(r["readout"] or "")) if x and x != "nan")
