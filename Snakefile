@@ -20,6 +20,8 @@ check_config(config)  # cross-key checks (names that must exist elsewhere in the
 if workflow.remote_exec or not os.environ.get("SPEECHDISSECT_SUBMIT_HOST"):
     check_device(config)
 
+report: "report/workflow.rst"  # the report's opening page: the findings verdicts (rule findings)
+
 include: "rules/common.smk"
 include: "rules/functions/corpus.smk"
 include: "rules/corpus.smk"
@@ -35,6 +37,8 @@ include: "rules/functions/attention.smk"
 include: "rules/attention.smk"
 include: "rules/functions/downstream.smk"
 include: "rules/downstream.smk"
+include: "rules/functions/findings.smk"
+include: "rules/findings.smk"
 include: "rules/report.smk"
 
 

@@ -16,7 +16,7 @@ from tests.conftest import run_snakemake
 
 pytestmark = [pytest.mark.slow, pytest.mark.workflow]
 
-CATEGORIES = ["Corpus", "Upstreams", "Neurons", "Attention", "Convexity", "Downstream", "Provenance"]
+CATEGORIES = ["★ Findings", "Corpus", "Upstreams", "Neurons", "Attention", "Convexity", "Downstream", "Provenance"]
 
 
 def _embedded(html: str, name: str):
@@ -49,5 +49,10 @@ def test_report_is_self_contained_with_every_study(tiny_run, tmp_path):
         assert (tiny_run / path).exists(), f"{path} is in the report but not in the run"
         assert res["data_uri"].startswith("data:"), f"{path} is not embedded: {res['data_uri'][:80]}"
         assert res["caption"].strip(), f"{path} has no caption"
+    # the report opens on the workflow description, which shows the findings verdicts (report/workflow.rst)
+    m = re.search(r'<script id="workflow-desc">\s*var workflow_desc = (.*?);\s*</script>', html, re.S)
+    assert m, "the report has no workflow description"
+    desc = json.loads(m.group(1))
+    assert 'class="findings"' in desc and "neurons.lower_layers" in desc, desc[:500]
     print(f"report.html: {out.stat().st_size / 1e6:.1f} MB, {len(results)} results in "
           + ", ".join(f"{c} {sum(map(len, categories[c].values()))}" for c in sorted(categories)))

@@ -53,6 +53,7 @@ def test_property_neuron_threshold_reruns_only_the_neuron_branch(tiny_run, tmp_p
         "property_neurons": 1, "neuron_geometry": 1, "neuron_figures": 1, "neuron_mds_figure": 3, "neuron_masks": 1,
         "neuron_models_figure": 1, "neuron_editing_summary": 1,  # models side by side; editing / pruning summary
         "make_variant": 3, "s3prl_downstream": 3, "downstream_summary": 2, "provenance": 1, "all": 1,  # + edit-random_gender
+        "findings": 1,  # reads counts, overlaps, geometry and the editing table
     }
 
 
@@ -60,6 +61,7 @@ def test_adding_a_task_runs_only_the_new_branch(tiny_run, tmp_path):
     cfg = modified_config(tmp_path, lambda c: c["downstream"]["tasks"].append("word"))
     assert planned_jobs(tiny_run, cfg) == {
         "downstream_data": 1, "s3prl_downstream": 1, "downstream_summary": 1, "provenance": 1, "all": 1,
+        "findings": 1,  # the new task's table is one of its inputs
     }
 
 
@@ -73,6 +75,7 @@ def test_convexity_neighbours_rerun_keeps_untouched_outputs(tiny_run, tmp_path):
         "downstream_summary": 1, "provenance": 1, "all": 1,
         # the convex-phone cut feeds the fine-tuned comparison and the pruning table too
         "s3prl_finetune": 1, "convexity_pruning": 1,
+        "findings": 1,  # reads the convexity summary and pruning table
     }
     untouched = [workdir / p for p in (
         "resources/upstreams/mini_hubert.ckpt", "results/synthetic/labels/test.parquet",
