@@ -166,7 +166,7 @@ def diff_values(a, b, where: str):
         for k in a:
             if str(k) not in TIMING_FIELDS:
                 yield from diff_values(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, list) and isinstance(b, list):
+    elif isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         if len(a) != len(b):
             yield f"{where}: lengths differ ({len(a)} vs {len(b)})"
             return
