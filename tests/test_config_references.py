@@ -218,3 +218,16 @@ def test_bad_config_refused_over_existing_results(tiny_run, tmp_path):
         _dry_run_fails(_bad(case), tiny_run, tmp_path, CASES[case][1])
     after = {p: p.stat().st_mtime_ns for p in (tiny_run / "results").rglob("*") if p.is_file()}
     assert after == before
+
+
+@pytest.mark.parametrize("name", ["../../x/evil", "a/b", ".hidden", ""])
+def test_schema_refuses_upstream_names_that_are_paths(name):
+    """Upstream names become path components (resources/upstreams/{name}.ckpt): no separators, no leading dot."""
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    cfg = copy.deepcopy(TINY)
+    validate(copy.deepcopy(cfg), str(REPO / "config.schema.yaml"))
+    cfg["upstreams"][name] = {"source": "pretrain", "family": "hubert"}
+    with pytest.raises(WorkflowError, match="does not match"):
+        validate(cfg, str(REPO / "config.schema.yaml"))
