@@ -29,10 +29,13 @@ runs = pd.DataFrame(rows)
 masks = pd.read_csv(snakemake.input.masks, sep="\t")
 n_removed = {(r, float(f)): int(k) for r, f, k in zip(masks["ranking"], masks["fraction"], masks["n_removed"])}
 curves = pruning_curves(runs[runs["upstream"] == upstream], grid["rankings"], n_removed=n_removed)
-expected = len(grid["tasks"]) * len(grid["rankings"]) * (len(grid["fractions"]) + 1)
+# one curve per readout the task's probes read (weighted sum, and the last hidden state where edits are scored)
+n_readouts = curves.groupby("task")["readout"].nunique() if "readout" in curves else pd.Series(dtype=int)
+expected = sum(len(grid["rankings"]) * (len(grid["fractions"]) + 1) * int(n_readouts.get(t, 1)) for t in grid["tasks"])
 if len(curves) != expected:
     raise ValueError(f"{upstream}: {len(curves)} curve points from {len(snakemake.input.results)} result files, "
-                     f"expected {expected} (tasks x rankings x (fractions + original)); check the results' upstream/variant fields")
+                     f"expected {expected} (tasks x rankings x (fractions + original) x readouts); check the results' "
+                     "upstream/variant fields")
 fractions = max_fraction_within(curves, grid["max_loss"])
 write_atomic(snakemake.output.table, lambda tmp: curves.to_csv(tmp, sep="\t", index=False, float_format="%.6g"))
 write_atomic(snakemake.output.fractions, lambda tmp: fractions.to_csv(tmp, sep="\t", index=False, float_format="%.6g"))
