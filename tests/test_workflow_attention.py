@@ -239,19 +239,20 @@ def test_head_pruning_curves(run, config):
     rankings, tasks = heads["rankings"], heads["tasks"]
     fractions = sorted({float(f) for f in heads["fractions"] if float(f) > 0})
     curves = pd.read_csv(_att(run, "head_pruning.tsv"), sep="\t")
-    assert len(curves) == len(tasks) * len(rankings) * (len(fractions) + 1)
+    readouts = sorted(curves["readout"].unique())  # weighted sum, and the last hidden state where edits are scored
+    assert len(curves) == len(tasks) * len(rankings) * (len(fractions) + 1) * len(readouts)
     index = pd.read_csv(_att(run, "head_masks/index.tsv"), sep="\t")
-    for task in tasks:
+    for task, readout in ((t, r) for t in tasks for r in readouts):
         docs = {}
         for ranking in rankings:
-            c = curves[(curves["task"] == task) & (curves["ranking"] == ranking)].sort_values("fraction")
+            c = curves[(curves["task"] == task) & (curves["ranking"] == ranking) & (curves["readout"] == readout)].sort_values("fraction")
             assert c["fraction"].tolist() == [0.0] + fractions
             assert c["variant"].tolist() == ["original"] + [f"heads-{ranking}_{f:g}" for f in fractions]
             for f, variant, n_removed, mean, lo, hi, n in zip(c["fraction"], c["variant"], c["n_removed"], c["mean"],
                                                                c["ci_low"], c["ci_high"], c["n"]):
                 path = workdir / "results" / upstream / "downstream" / task / variant / "results.json"
                 doc = docs.setdefault(variant, json.loads(path.read_text()))
-                scores = [r["score"] for r in doc["runs"]]
+                scores = [r["score"] for r in doc["runs"] if r.get("readout", "weighted") == readout]
                 assert n == len(scores) == len(config["downstream"]["seeds"])
                 assert math.isclose(mean, float(np.mean(scores)), rel_tol=1e-4, abs_tol=1e-6)
                 assert lo <= mean <= hi
@@ -263,10 +264,10 @@ def test_head_pruning_curves(run, config):
             base = c[c["fraction"] == 0]
             assert np.allclose(c["loss"], (float(base["mean"].iloc[0]) - c["mean"]) * 100, atol=1e-3)
     out = pd.read_csv(_att(run, "head_pruning_fractions.tsv"), sep="\t")
-    assert len(out) == len(tasks) * len(rankings)
+    assert len(out) == len(tasks) * len(rankings) * len(readouts)
     max_loss = float(heads.get("max_loss", 1.0))
     for r in out.itertuples():
-        c = curves[(curves["task"] == r.task) & (curves["ranking"] == r.ranking)].sort_values("fraction")
+        c = curves[(curves["task"] == r.task) & (curves["ranking"] == r.ranking) & (curves["readout"] == r.readout)].sort_values("fraction")
         within = c[c["fraction"] <= r.max_fraction]
         assert (within["loss"] <= max_loss + 1e-3).all()
         above = c[c["fraction"] > r.max_fraction]
