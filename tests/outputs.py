@@ -40,6 +40,8 @@ RUN_RECORD_DIRS = frozenset({"logs", "benchmarks", ".snakemake"})
 RUN_RECORD_FILES = {
     "run_downstream.log": "s3prl's stdout/stderr of one probe seed: progress bars and wall-clock times",
     "launcher.log": "output of the downstream subprocess: progress bars and wall-clock times",
+    "pruning.png": "neuron_editing/pruning figure: one panel plots the forward latency (wall clock) per sparsity",
+    "pruning.svg": "neuron_editing/pruning figure: one panel plots the forward latency (wall clock) per sparsity",
 }
 # Table columns and JSON/YAML keys that measure the run (wall clock, CPU time, latency), not
 # the result, listed by their exact names. A value under such a key may differ between runs.
@@ -51,6 +53,8 @@ TIMING_FIELDS = frozenset({
     # forward-pass latencies (ms) and the changes computed from timings
     "latency_ms", "latency_runs_ms", "upstream_latency_ms", "upstream_latency_runs_ms",
     "full_latency_ms", "pruned_latency_ms", "latency_change_pct", "train_time_change_pct",
+    # the findings table's latency / training-time column (reported beside verdicts, never used by them)
+    "latency",
     # when a file was written
     "created",
 })
