@@ -55,8 +55,8 @@ TIMING_FIELDS = frozenset({
     "full_latency_ms", "pruned_latency_ms", "latency_change_pct", "train_time_change_pct",
     # the findings table's latency / training-time column (reported beside verdicts, never used by them)
     "latency",
-    # when a file was written
-    "created",
+    # when a file was written (the corpus manifest records each input file's mtime to detect edits)
+    "created", "mtime_ns",
 })
 TABLES = frozenset({".parquet", ".tsv", ".csv"})
 VALUES = frozenset({".json", ".yaml", ".yml"})

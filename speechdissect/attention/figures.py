@@ -167,8 +167,10 @@ def segmentation_curve(table: pd.DataFrame, title: str = "", value: str = "r_val
     att = t[t["feature"] == "attention"]
     if len(att):
         att = att.assign(depth=att.apply(_x_position, axis=1))
-        sns.stripplot(att, x="depth", y=value, native_scale=True, ax=ax, color=colors[0], alpha=0.45,
-                      size=4, jitter=0.08, label="attention head")
+        # heads side by side at fixed offsets (seaborn's random jitter would change the figure on every run)
+        heads = att["head"].astype(float)
+        offset = (heads - (heads.max() + heads.min()) / 2) * (0.16 / max(1.0, heads.max() - heads.min()))
+        ax.scatter(att["depth"] + offset, att[value], color=colors[0], alpha=0.45, s=16, label="attention head")
         best = att[att["best_in_layer"].astype(bool)] if "best_in_layer" in att else att.loc[att.groupby("layer")[value].idxmax()]
         sns.lineplot(best.sort_values("depth"), x="depth", y=value, marker="o", ax=ax, color=colors[0],
                      label="attention (best head per layer)")
