@@ -110,7 +110,14 @@ def _majority_share(tiny_run: Path, task: str) -> float:
     ("gender", {"original", "edit-remove_gender", "edit-random_gender"}),
 ])
 def test_downstream_tables(tiny_run, task, variants):
-    table = pd.read_csv(tiny_run / f"results/downstream/{task}.tsv", sep="\t").set_index("variant")
+    table = pd.read_csv(tiny_run / f"results/downstream/{task}.tsv", sep="\t")
+    # edited / pruned variants and their original are probed on the weighted sum and the last layer
+    edited = {v for v in variants if v.split("-")[0] in ("heads", "ffn", "edit")}
+    want_readouts = {"weighted", "last"} if edited else {"weighted"}
+    for variant in variants:
+        got = set(table.loc[table["variant"] == variant, "readout"])
+        assert got == (want_readouts if variant in edited or variant == "original" else {"weighted"}), (variant, got)
+    table = table[table["readout"] == "weighted"].set_index("variant")
     assert set(table.index) == variants
     assert (table["n"] == len(TINY["downstream"]["seeds"])).all()
     assert (table["upstream_params"] > 0).all() and (table["trainable_params"] > 0).all()
@@ -119,7 +126,7 @@ def test_downstream_tables(tiny_run, task, variants):
     t = get_task(task)
     for variant in variants:
         path = tiny_run / f"results/mini_hubert/downstream/{task}/{variant}/results.json"
-        runs = json.loads(path.read_text())["runs"]
+        runs = [r for r in json.loads(path.read_text())["runs"] if r["readout"] == "weighted"]
         assert [r["seed"] for r in runs] == TINY["downstream"]["seeds"]
         assert all(r["steps"] == TINY["downstream"]["steps"][task] and r["wall_seconds"] > 0 for r in runs)
         for r in runs:   # the score is the test metric at the best dev step of what s3prl logged
@@ -155,7 +162,8 @@ def test_convexity_pruning_table(tiny_run):
         assert (table["params_change_pct"] < 0).all() and (table["pruned_params"] < table["full_params"]).all()
     else:
         assert (table["params_change_pct"] == 0).all()
-    frozen = pd.read_csv(tiny_run / "results/downstream/phone_linear.tsv", sep="\t").set_index("variant")
+    frozen = pd.read_csv(tiny_run / "results/downstream/phone_linear.tsv", sep="\t")
+    frozen = frozen[frozen["readout"] == "weighted"].set_index("variant")  # the cut is scored on the weighted sum
     row = table[table["mode"] == "frozen"].iloc[0]
     assert row["full_mean"] == pytest.approx(frozen.loc["original", "mean"], rel=1e-5)  # pruning.tsv: 6 digits
     assert row["pruned_mean"] == pytest.approx(frozen.loc["convex-phone", "mean"], rel=1e-5)
