@@ -68,7 +68,8 @@ def downstream_readouts(upstream, task, variant):
     every hidden state alone for the layer-wise curves (downstream.layerwise).
     """
     readouts = ["weighted"]
-    if (upstream, task) in edit_scored_pairs():
+    kind = variant.split("-")[0]
+    if kind in ("original", "heads", "ffn", "edit") and (upstream, task) in edit_scored_pairs():  # not layer cuts
         readouts += [r for r in DOWNSTREAM.get("edit_readouts", ["weighted", "last"]) if r not in readouts]
     if variant == "original" and task in LAYERWISE_TASKS and upstream in LAYERWISE_UPSTREAMS:
         readouts.append("each")
