@@ -44,7 +44,7 @@ def all_targets():
     targets += neuron_targets()
     targets += attention_targets()
     targets += downstream_targets()
-    targets.append("results/findings.tsv")  # rule findings: which seed claims hold (first in the report)
+    targets.append("results/findings.tsv")  # which seed claims hold (first in the report)
     targets += ["results/provenance/config.yaml", "results/provenance/software.tsv"]
     return targets
 

@@ -30,7 +30,7 @@ checkpoint synthesize_corpus:
 # its params are exactly what changes the downloaded bytes.
 checkpoint download_librispeech:
     output:
-        stamp="resources/corpora/{corpus}/" + DOWNLOAD_STAMP,
+        stamp=f"resources/corpora/{{corpus}}/{DOWNLOAD_STAMP}",
     wildcard_constraints:
         corpus=one_of(LIBRISPEECH_DOWNLOAD),
     params:

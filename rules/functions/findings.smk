@@ -12,6 +12,6 @@ def findings_inputs():
 
     produced = set(neuron_targets() + attention_targets() + convexity_targets() + downstream_targets())
     produced |= {f"results/{u}/{ANALYSIS_CORPUS}/convexity/summary.tsv" for u in ANALYSIS_UPSTREAMS}  # rule layer_convexity
-    produced |= {p[: -len(".png")] + ".tsv" for p in produced if p.endswith("/models.png")}  # rule neuron_models_figure
+    produced |= {str(Path(p).with_suffix(".tsv")) for p in produced if Path(p).name == "models.png"}  # neuron_models_figure
     tasks = sorted({t for _, t, _ in downstream_jobs()})
     return [p for p in table_paths(findings_upstreams(), ANALYSIS_CORPUS, tasks) if p in produced]
