@@ -240,6 +240,18 @@ def _readouts(table: pd.DataFrame) -> list[str]:
     return [r for r in PRIMARY_READOUTS if r in present] + [r for r in present if r not in PRIMARY_READOUTS]
 
 
+def _at_largest_level(part: pd.DataFrame, level: str, method: str, a: str, b: str):
+    """``(level, row of a, row of b)`` at the largest ``level`` > 0 that both methods were evaluated at, or None
+    (e.g. protected vs plain norm pruning at the highest sparsity, globalness vs random at the largest fraction)."""
+    part = part[part[level].astype(float) > 0]
+    common = set(part.loc[part[method] == a, level]) & set(part.loc[part[method] == b, level])
+    if not common:
+        return None
+    x = max(common)
+    at = part[part[level] == x]
+    return x, at[at[method] == a].iloc[0], at[at[method] == b].iloc[0]
+
+
 def _by_readout(table: pd.DataFrame, readout: str) -> pd.DataFrame:
     return table if "readout" not in table else table[table["readout"].astype(str) == readout]
 
@@ -446,15 +458,12 @@ def protected_pruning(ctx: Context) -> list[dict]:
             continue
         for task in dict.fromkeys(t["task"]):
             for readout in _readouts(t[t["task"] == task]):
-                part = _by_readout(t[t["task"] == task], readout)
-                part = part[part["sparsity"].astype(float) > 0]
-                sp = set(part.loc[part["method"] == "norm", "sparsity"]) & set(part.loc[part["method"] == "protected_norm", "sparsity"])
-                if not sp:
+                pair = _at_largest_level(_by_readout(t[t["task"] == task], readout), "sparsity", "method",
+                                         "protected_norm", "norm")
+                if pair is None:
                     rows.append(_untestable("no sparsity evaluated with both methods", ev, up, task, readout))
                     continue
-                s = max(sp)
-                prot = part[(part["method"] == "protected_norm") & (part["sparsity"] == s)].iloc[0]
-                norm = part[(part["method"] == "norm") & (part["sparsity"] == s)].iloc[0]
+                s, prot, norm = pair
                 verdict, diff, half, text = _compare(prot, norm, _higher_is_better(prot), "protected_norm", "norm")
                 rows.append(_row(verdict, up, diff, half, ev, f"sparsity {s:g} on {task}: {text} (measured = protected − norm, points)",
                                  task, readout))
@@ -504,15 +513,12 @@ def globalness_vs_random(ctx: Context) -> list[dict]:
             continue
         for task in dict.fromkeys(t["task"]):
             for readout in _readouts(t[t["task"] == task]):
-                part = _by_readout(t[t["task"] == task], readout)
-                part = part[part["fraction"].astype(float) > 0]
-                fr = set(part.loc[part["ranking"] == "globalness", "fraction"]) & set(part.loc[part["ranking"] == "random", "fraction"])
-                if not fr:
+                pair = _at_largest_level(_by_readout(t[t["task"] == task], readout), "fraction", "ranking",
+                                         "globalness", "random")
+                if pair is None:
                     rows.append(_untestable("no fraction > 0 evaluated with both rankings", ev, up, task, readout))
                     continue
-                f = max(fr)
-                glob = part[(part["ranking"] == "globalness") & (part["fraction"] == f)].iloc[0]
-                rnd = part[(part["ranking"] == "random") & (part["fraction"] == f)].iloc[0]
+                f, glob, rnd = pair
                 verdict, diff, half, text = _compare(glob, rnd, _higher_is_better(glob), "globalness", "random")
                 rows.append(_row(verdict, up, diff, half, ev, f"fraction {f:g} on {task}: {text} (measured = globalness − random, points)",
                                  task, readout))
