@@ -252,6 +252,33 @@ def _at_largest_level(part: pd.DataFrame, level: str, method: str, a: str, b: st
     return x, at[at[method] == a].iloc[0], at[at[method] == b].iloc[0]
 
 
+def _method_vs_method(ctx: "Context", table: str, level: str, method: str, a: str, b: str, *, missing: str,
+                      no_level: str, measured: str, no_table: str) -> list[dict]:
+    """Method ``a`` against ``b`` at the largest ``level`` both were evaluated at, per upstream, task and readout.
+
+    ``missing`` (may use ``{found}``, the methods present), ``no_level`` and ``no_table`` are the reasons
+    of the not-testable rows; ``measured`` names the difference reported.
+    """
+    rows = []
+    for up in ctx.with_table(table):
+        t, ev = ctx.read(table, upstream=up)
+        found = set(t[method].dropna().astype(str))
+        if not {a, b} <= found:
+            rows.append(_untestable(missing.format(found=sorted(found)), ev, up))
+            continue
+        for task in dict.fromkeys(t["task"]):
+            for readout in _readouts(t[t["task"] == task]):
+                pair = _at_largest_level(_by_readout(t[t["task"] == task], readout), level, method, a, b)
+                if pair is None:
+                    rows.append(_untestable(no_level, ev, up, task, readout))
+                    continue
+                x, row_a, row_b = pair
+                verdict, diff, half, text = _compare(row_a, row_b, _higher_is_better(row_a), a, b)
+                rows.append(_row(verdict, up, diff, half, ev, f"{level} {x:g} on {task}: {text} (measured = {measured}, points)",
+                                 task, readout))
+    return rows or [_untestable(no_table)]
+
+
 def _by_readout(table: pd.DataFrame, readout: str) -> pd.DataFrame:
     return table if "readout" not in table else table[table["readout"].astype(str) == readout]
 
@@ -449,25 +476,11 @@ def gender_erasure(ctx: Context) -> list[dict]:
 @finding("neurons.protected_pruning", NEURONS, "at the highest FFN sparsity, pruning that protects property neurons scores "
          "above plain norm pruning (95% CIs disjoint)", "protected_norm > norm")
 def protected_pruning(ctx: Context) -> list[dict]:
-    rows = []
-    for up in ctx.with_table("ffn_pruning"):
-        t, ev = ctx.read("ffn_pruning", upstream=up)
-        methods = set(t["method"].dropna().astype(str))
-        if not {"norm", "protected_norm"} <= methods:
-            rows.append(_untestable(f"methods {sorted(methods)}: need norm and protected_norm in pruning.ffn.methods", ev, up))
-            continue
-        for task in dict.fromkeys(t["task"]):
-            for readout in _readouts(t[t["task"] == task]):
-                pair = _at_largest_level(_by_readout(t[t["task"] == task], readout), "sparsity", "method",
-                                         "protected_norm", "norm")
-                if pair is None:
-                    rows.append(_untestable("no sparsity evaluated with both methods", ev, up, task, readout))
-                    continue
-                s, prot, norm = pair
-                verdict, diff, half, text = _compare(prot, norm, _higher_is_better(prot), "protected_norm", "norm")
-                rows.append(_row(verdict, up, diff, half, ev, f"sparsity {s:g} on {task}: {text} (measured = protected − norm, points)",
-                                 task, readout))
-    return rows or [_untestable("no FFN pruning table: set pruning.ffn (methods norm and protected_norm, sparsities, tasks)")]
+    return _method_vs_method(
+        ctx, "ffn_pruning", "sparsity", "method", "protected_norm", "norm",
+        missing="methods {found}: need norm and protected_norm in pruning.ffn.methods",
+        no_level="no sparsity evaluated with both methods", measured="protected − norm",
+        no_table="no FFN pruning table: set pruning.ffn (methods norm and protected_norm, sparsities, tasks)")
 
 
 # --------------------------------------------------------------------------- attention
@@ -505,24 +518,11 @@ def globalness_half(ctx: Context) -> list[dict]:
 @finding("attention.globalness_vs_random", ATTENTION, "at the largest fraction removed, pruning by "
          "globalness scores above random pruning (95% CIs disjoint)", "globalness > random")
 def globalness_vs_random(ctx: Context) -> list[dict]:
-    rows = []
-    for up in ctx.with_table("head_curves"):
-        t, ev = ctx.read("head_curves", upstream=up)
-        if not {"globalness", "random"} <= set(t["ranking"].dropna().astype(str)):
-            rows.append(_untestable("need both globalness and random in pruning.heads.rankings", ev, up))
-            continue
-        for task in dict.fromkeys(t["task"]):
-            for readout in _readouts(t[t["task"] == task]):
-                pair = _at_largest_level(_by_readout(t[t["task"] == task], readout), "fraction", "ranking",
-                                         "globalness", "random")
-                if pair is None:
-                    rows.append(_untestable("no fraction > 0 evaluated with both rankings", ev, up, task, readout))
-                    continue
-                f, glob, rnd = pair
-                verdict, diff, half, text = _compare(glob, rnd, _higher_is_better(glob), "globalness", "random")
-                rows.append(_row(verdict, up, diff, half, ev, f"fraction {f:g} on {task}: {text} (measured = globalness − random, points)",
-                                 task, readout))
-    return rows or [_untestable("no head-pruning curves: set pruning.heads (rankings globalness and random)")]
+    return _method_vs_method(
+        ctx, "head_curves", "fraction", "ranking", "globalness", "random",
+        missing="need both globalness and random in pruning.heads.rankings",
+        no_level="no fraction > 0 evaluated with both rankings", measured="globalness − random",
+        no_table="no head-pruning curves: set pruning.heads (rankings globalness and random)")
 
 
 @finding("attention.segmentation_vs_mfcc", ATTENTION, "phoneme segmentation from the best attention head has a higher "
