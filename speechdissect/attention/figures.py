@@ -20,6 +20,7 @@ import seaborn as sns
 
 from speechdissect import plots as _plots  # noqa: F401  (sets the seaborn theme and the Agg backend)
 
+from ..downstream.aggregate import with_readout
 from .metrics import CATEGORIES, METRICS
 
 __all__ = [
@@ -294,7 +295,7 @@ def pruning_curves_figure(curves: pd.DataFrame, title: str = "", max_loss: float
         Points per unit of the score (100: percentage points).
     """
     if "readout" in curves and len(curves):  # one panel per task and readout
-        curves = curves.assign(task=[t if r == "weighted" else f"{t} [{r}]" for t, r in zip(curves["task"], curves["readout"])])
+        curves = curves.assign(task=with_readout(curves["task"], curves["readout"]))
     tasks = list(dict.fromkeys(curves["task"]))
     rankings = list(dict.fromkeys(curves["ranking"]))
     palette = dict(zip(rankings, sns.color_palette("colorblind", len(rankings))))

@@ -31,6 +31,11 @@ def load_results(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def with_readout(names: Iterable[str], readouts: Iterable[str]) -> list[str]:
+    """Figure labels of rows probed on several readouts: ``name`` for the weighted sum, ``name [last]`` otherwise."""
+    return [n if r == "weighted" else f"{n} [{r}]" for n, r in zip(names, readouts)]
+
+
 def aggregate(
     results: pd.DataFrame | Sequence[Mapping],
     confidence: float = 0.95,
@@ -142,7 +147,7 @@ def plot_scores(summary: pd.DataFrame, out_path: str | os.PathLike, title: str |
 
     if "readout" in summary:  # weighted sum and last layer side by side; single layers have their own figure
         summary = summary[summary["readout"].isin(["weighted", "last"])].copy()
-        summary["variant"] = [v if r == "weighted" else f"{v} [{r}]" for v, r in zip(summary["variant"], summary["readout"])]
+        summary["variant"] = with_readout(summary["variant"], summary["readout"])
     tasks = sorted(summary["task"].unique())
     upstreams = sorted(summary["upstream"].unique())
     seen = list(dict.fromkeys(summary["variant"]))

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from ..downstream.aggregate import aggregate
+from ..downstream.aggregate import aggregate, with_readout
 from ..plots import plt, sns
 
 EDIT = re.compile(r"^edit-(?P<kind>remove|random)_(?P<entry>[A-Za-z0-9_.-]+?)(?:_r(?P<draw>\d+))?$")
@@ -179,7 +179,7 @@ def _panel_tasks(table: pd.DataFrame) -> pd.DataFrame:
     """One figure panel per task and readout: ``task`` becomes ``phone_linear [last]`` for non-weighted readouts."""
     if "readout" not in table or not len(table):
         return table
-    return table.assign(task=[t if r == "weighted" else f"{t} [{r}]" for t, r in zip(table["task"], table["readout"])])
+    return table.assign(task=with_readout(table["task"], table["readout"]))
 
 
 def editing_figure(table: pd.DataFrame, title: str = ""):
